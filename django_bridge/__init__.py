@@ -1,0 +1,29 @@
+"""Publish realtime events from Django and give pages what they need to subscribe.
+
+Public API (PROTOCOL.md section 7)::
+
+    from django_bridge import publish, realtime_token
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from django_bridge.publishing import publish
+    from django_bridge.tokens import realtime_token
+
+__all__ = ["publish", "realtime_token"]
+
+
+def __getattr__(name: str) -> Any:
+    # lazy: `import django_bridge` must work before Django's apps are loaded
+    if name == "publish":
+        from django_bridge.publishing import publish
+
+        return publish
+    if name == "realtime_token":
+        from django_bridge.tokens import realtime_token
+
+        return realtime_token
+    raise AttributeError(name)

@@ -1,0 +1,118 @@
+"""System checks for the ``REALTIME`` setting (run by ``manage.py check`` and at start-up)."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlsplit
+
+from django.apps import AppConfig
+from django.core import checks
+
+from django_bridge.conf import DEFAULTS, raw_settings
+
+BROKER_SCHEMES = ("redis", "rediss", "amqp", "amqps", "http", "https")
+HINT_DOCS = "See docs/BRIDGE.md (settings)."
+
+
+def _error(msg: str, id_: str, hint: str = HINT_DOCS) -> checks.CheckMessage:
+    return checks.Error(msg, hint=hint, id=f"django_bridge.{id_}")
+
+
+def _positive_int(raw: dict[str, Any], key: str, minimum: int) -> list[checks.CheckMessage]:
+    value = raw[key]
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        return [
+            _error(f"REALTIME['{key}'] must be an integer >= {minimum}, got {value!r}.", "E010")
+        ]
+    return []
+
+
+@checks.register("realtime")
+def check_realtime_settings(
+    app_configs: list[AppConfig] | None = None, **kwargs: Any
+) -> list[checks.CheckMessage]:
+    """Report a missing secret, a bad broker/server URL, and out-of-range numbers."""
+    from django.conf import settings
+
+    user = getattr(settings, "REALTIME", None)
+    if user is None:
+        return [
+            _error(
+                "The REALTIME setting is missing.",
+                "E000",
+                "Add REALTIME = {'BROKER_URL': ..., 'SECRET': ..., 'URL': ...} to settings.",
+            )
+        ]
+    if not isinstance(user, dict):
+        return [_error("REALTIME must be a dict.", "E000")]
+    errors: list[checks.CheckMessage] = []
+    unknown = sorted(set(user) - set(DEFAULTS))
+    if unknown:
+        errors.append(
+            checks.Warning(
+                f"Unknown REALTIME key(s): {', '.join(unknown)}.",
+                hint=f"Known keys: {', '.join(sorted(DEFAULTS))}.",
+                id="django_bridge.W001",
+            )
+        )
+    raw = raw_settings()
+    secret = raw["SECRET"]
+    if not isinstance(secret, str) or not secret:
+        errors.append(
+            _error(
+                "REALTIME['SECRET'] is missing: tokens cannot be signed.",
+                "E001",
+                "Set it to the realtime server's REALTIME_SECRET.",
+            )
+        )
+    broker = raw["BROKER_URL"]
+    parts = urlsplit(broker) if isinstance(broker, str) else None
+    if parts is None or parts.scheme not in BROKER_SCHEMES or not parts.hostname:
+        errors.append(
+            _error(
+                f"REALTIME['BROKER_URL'] is not a valid broker URL: {broker!r}.",
+                "E002",
+                "Use redis://host:6379/0, amqp://user:pass@host:5672/%2F or http://host:8888.",
+            )
+        )
+    elif parts.scheme in ("http", "https") and not raw["API_KEY"]:
+        errors.append(
+            _error(
+                "REALTIME['API_KEY'] is required with an http(s):// BROKER_URL.",
+                "E003",
+                "Set it to the realtime server's REALTIME_API_KEY.",
+            )
+        )
+    url = raw["URL"]
+    url_parts = urlsplit(url) if isinstance(url, str) else None
+    if url_parts is None or url_parts.scheme not in ("ws", "wss") or not url_parts.hostname:
+        errors.append(
+            _error(
+                f"REALTIME['URL'] must be the ws:// or wss:// address browsers connect to, "
+                f"got {url!r}.",
+                "E004",
+            )
+        )
+    redis_url = raw["REDIS_URL"]
+    if redis_url is not None and (
+        not isinstance(redis_url, str) or urlsplit(redis_url).scheme not in ("redis", "rediss")
+    ):
+        errors.append(
+            _error(f"REALTIME['REDIS_URL'] is not a redis:// URL: {redis_url!r}.", "E005")
+        )
+    for key, minimum in (
+        ("HISTORY_SIZE", 0),
+        ("HISTORY_TTL", 1),
+        ("META_TTL", 0),
+        ("RETRIES", 0),
+        ("TOKEN_TTL", 1),
+        ("OUTBOX_BATCH", 1),
+    ):
+        errors.extend(_positive_int(raw, key, minimum))
+    for key in ("TIMEOUT", "RETRY_BACKOFF", "OUTBOX_POLL"):
+        value = raw[key]
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+            errors.append(
+                _error(f"REALTIME['{key}'] must be a number >= 0, got {value!r}.", "E011")
+            )
+    return errors

@@ -1,0 +1,71 @@
+"""``manage.py realtime_relay``: send outbox rows until stopped (or once with ``--once``)."""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from datetime import timedelta
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from django_bridge.conf import get_settings
+from django_bridge.relay import pending_count, purge_sent, relay_batch
+from realtime.errors import BrokerUnavailable
+
+logger = logging.getLogger("django_bridge.relay")
+
+
+class Command(BaseCommand):
+    help = "Relay REALTIME outbox rows to the broker, in order. Safe to run several at once."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--once", action="store_true", help="send what is pending, then exit")
+        parser.add_argument("--database", default=None, help="database alias of the outbox")
+        parser.add_argument("--batch", type=int, default=None, help="rows per transaction")
+        parser.add_argument(
+            "--purge-after",
+            type=float,
+            default=3600.0,
+            help="delete rows sent this many seconds ago (0 = keep)",
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        db, batch = options["database"], options["batch"]
+        if options["once"]:
+            total = 0
+            while pending_count(db):
+                try:
+                    sent = relay_batch(db, batch)
+                except BrokerUnavailable as exc:
+                    raise CommandError(f"broker unavailable: {exc}") from exc
+                if not sent:
+                    raise CommandError("another relay holds the lease; try again")
+                total += sent
+            self.stdout.write(f"relayed {total} event(s)")
+            return
+        self._loop(db, batch, options["purge_after"])
+
+    def _loop(self, db: str | None, batch: int | None, purge_after: float) -> None:
+        poll = get_settings().outbox_poll
+        backoff = 0.5
+        last_purge = 0.0
+        logger.info("realtime relay started")
+        try:
+            while True:
+                try:
+                    sent = relay_batch(db, batch)
+                except BrokerUnavailable as exc:
+                    logger.warning("realtime relay: broker unavailable, retrying: %s", exc)
+                    time.sleep(backoff * random.uniform(0.5, 1.0))
+                    backoff = min(backoff * 2, 30.0)
+                    continue
+                backoff = 0.5
+                if purge_after > 0 and time.monotonic() - last_purge > 60:
+                    purge_sent(timedelta(seconds=purge_after), db)
+                    last_purge = time.monotonic()
+                if not sent:
+                    time.sleep(poll)
+        except KeyboardInterrupt:
+            logger.info("realtime relay stopped")

@@ -1,0 +1,137 @@
+"""``publish()``: validate an event, then send it on commit (or store it in the outbox).
+
+Sending is bounded: ``RETRIES`` more attempts after the first, with doubling back-off from
+``RETRY_BACKOFF`` seconds; past that the event is logged as lost (ERROR) and, only with
+``RAISE_ON_ERROR``, the error is raised. Every envelope carries a fresh id, so a retry after
+a half-finished attempt is stored and delivered once.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+import uuid
+from collections.abc import Sequence
+from decimal import Decimal
+from typing import Any
+
+import orjson
+from django.db import transaction
+from django.utils.functional import Promise
+
+from django_bridge.conf import get_settings
+from django_bridge.transports import get_transport
+from realtime.envelope import CHANNEL_RE, MAX_TYPE_LENGTH, Envelope, Published
+from realtime.errors import BrokerUnavailable, PublishError
+
+logger = logging.getLogger(__name__)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, Promise):  # lazy translation strings
+        return str(value)
+    if isinstance(value, set | frozenset | tuple):
+        return list(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def make_envelope(
+    channel: str, type_: str, data: Any, state: bool = False, envelope_id: str | None = None
+) -> Envelope:
+    """Validate and encode one event.
+
+    Raises:
+        PublishError: a bad channel name or type, or data that cannot be JSON-encoded.
+    """
+    if not isinstance(channel, str) or not CHANNEL_RE.match(channel):
+        raise PublishError(f"invalid channel name: {channel!r}")
+    if not isinstance(type_, str) or not 0 < len(type_) <= MAX_TYPE_LENGTH:
+        raise PublishError("type must be a non-empty string of at most 200 characters")
+    try:
+        data_json = orjson.dumps(data, default=_json_default)
+    except TypeError as exc:
+        raise PublishError(f"data cannot be encoded as JSON: {exc}") from exc
+    return Envelope(
+        channel=channel,
+        type=type_,
+        data_json=data_json,
+        state=bool(state),
+        id=envelope_id or uuid.uuid4().hex,
+    )
+
+
+def publish(
+    channel: str,
+    type: str,  # the contract's name (PROTOCOL.md section 7)
+    data: Any,
+    state: bool = False,
+    *,
+    using: str | None = None,
+    envelope_id: str | None = None,
+) -> None:
+    """Publish an event to a channel.
+
+    Inside ``transaction.atomic()`` (on database ``using``) the event is sent after the
+    outermost block commits and never if it rolls back; outside one it is sent at once. With
+    ``REALTIME['OUTBOX']`` it is written to the outbox table in the current transaction and
+    the ``realtime_relay`` command sends it.
+
+    Raises:
+        PublishError: invalid channel, type or data (always raised: a bug in the caller).
+        BrokerUnavailable: only with ``RAISE_ON_ERROR``, when every attempt failed.
+    """
+    envelope = make_envelope(channel, type, data, state, envelope_id)
+    if get_settings().outbox:
+        from django_bridge.models import OutboxEvent
+
+        OutboxEvent.objects.using(using).create(
+            channel=envelope.channel,
+            type=envelope.type,
+            data=envelope.data_json.decode(),
+            state=envelope.state,
+            envelope_id=envelope.id,
+        )
+        return
+    if transaction.get_connection(using).in_atomic_block:
+        transaction.on_commit(lambda: send([envelope]), using=using)
+    else:
+        send([envelope])
+
+
+def send(envelopes: Sequence[Envelope]) -> list[Published] | None:
+    """Send now, with bounded retries; return the results, or None when the send failed.
+
+    Raises:
+        BrokerUnavailable, PublishError: only with ``RAISE_ON_ERROR``.
+    """
+    settings = get_settings()
+    delay = settings.retry_backoff
+    attempt = 0
+    while True:
+        try:
+            return get_transport().send(envelopes)
+        except BrokerUnavailable as exc:
+            if attempt >= settings.retries:
+                return _failed(envelopes, exc, settings.raise_on_error)
+            logger.warning("realtime publish attempt %d failed: %s", attempt + 1, exc)
+        except PublishError as exc:
+            return _failed(envelopes, exc, settings.raise_on_error)
+        attempt += 1
+        time.sleep(delay * random.uniform(0.5, 1.5))  # jitter: workers must not retry in step
+        delay = min(delay * 2, 5.0)
+
+
+def _failed(envelopes: Sequence[Envelope], exc: Exception, raise_it: bool) -> None:
+    channels = sorted({env.channel for env in envelopes})
+    logger.error(
+        "realtime publish failed, %d event(s) lost for %s: %s",
+        len(envelopes),
+        ", ".join(channels),
+        exc,
+    )
+    if raise_it:
+        raise exc
+    return None

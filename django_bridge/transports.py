@@ -1,0 +1,412 @@
+"""The three ways the bridge sends envelopes: Redis script, AMQP, and the HTTP API.
+
+A transport is chosen by the scheme of ``BROKER_URL`` and is used by one process (redis) or
+one thread (http, amqp: neither ``http.client`` nor pika's BlockingConnection may be shared
+between threads). ``get_transport()`` hands out the right one and builds a new one in a
+forked child: a connection inherited across ``fork()`` is dropped, never used or closed (a
+close from the child would tear down the parent's session).
+
+Every transport raises ``BrokerUnavailable`` for what a retry may fix (connection refused,
+timeout, 5xx) and ``PublishError`` for what it will not (a rejected envelope, a bad key).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import os
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+import orjson
+import redis
+
+from django_bridge import conf
+from django_bridge.conf import BridgeSettings
+from realtime.brokers.redis_layout import (
+    PUBLISH_SCRIPT,
+    SNAPSHOT_SCRIPT,
+    channel_keys,
+    new_epoch,
+    publish_args,
+)
+from realtime.envelope import Envelope, Published
+from realtime.errors import BrokerUnavailable, PublishError
+
+Position = tuple[str, int]  # (epoch, offset)
+
+
+class Transport(Protocol):
+    """What the publishing layer needs from a transport."""
+
+    def send(self, envelopes: Sequence[Envelope]) -> list[Published]:
+        """Publish envelopes in order; one result each.
+
+        Raises:
+            BrokerUnavailable: nothing or only part was sent; a retry with the same ids is safe.
+            PublishError: the envelopes were rejected; a retry will not help.
+        """
+
+    def positions(self, channels: Sequence[str]) -> dict[str, Position] | None:
+        """Return each channel's current (epoch, offset), or None if this transport cannot."""
+
+    def check(self) -> str:
+        """Reach the broker once and describe it; raise ``BrokerUnavailable`` if it fails."""
+
+    def close(self) -> None:
+        """Release connections (safe to call twice)."""
+
+
+def envelope_json(envelope: Envelope, **extra: Any) -> bytes:
+    """Encode an envelope as the JSON object the HTTP API and AMQP consumers read.
+
+    ``data`` is spliced in as the publisher's JSON bytes so it is never re-encoded.
+    """
+    head = orjson.dumps(
+        {
+            **extra,
+            "channel": envelope.channel,
+            "type": envelope.type,
+            "state": envelope.state,
+            "id": envelope.id,
+        }
+    )
+    return head[:-1] + b',"data":' + envelope.data_json + b"}"
+
+
+class RedisStore:
+    """Run ``PUBLISH_SCRIPT`` (the server's own atomic step) against Redis."""
+
+    def __init__(self, settings: BridgeSettings, url: str, *, do_publish: bool = True) -> None:
+        self._settings = settings
+        self._do_publish = do_publish
+        self._client = redis.Redis.from_url(
+            url, socket_timeout=settings.timeout, socket_connect_timeout=settings.timeout
+        )
+        self._publish = self._client.register_script(PUBLISH_SCRIPT)
+        self._snapshot = self._client.register_script(SNAPSHOT_SCRIPT)
+
+    def run(self, envelopes: Sequence[Envelope]) -> list[tuple[Published, bytes]]:
+        """Store (and, if configured, PUBLISH) each envelope; return results and event JSON."""
+        s = self._settings
+        now_ms = int(time.time() * 1000)
+        try:
+            pipe = self._client.pipeline(transaction=False)
+            for env in envelopes:
+                keys, args = publish_args(
+                    s.prefix,
+                    channel=env.channel,
+                    type_=env.type,
+                    data_json=env.data_json,
+                    state=env.state,
+                    envelope_id=env.id,
+                    history_size=s.history_size,
+                    history_ttl=s.history_ttl,
+                    meta_ttl=s.meta_ttl,
+                    now_ms=now_ms,
+                    do_publish=self._do_publish,
+                )
+                self._publish(keys=keys, args=args, client=pipe)
+            replies = pipe.execute()
+        except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+            raise BrokerUnavailable(f"redis: {exc}") from exc
+        except redis.RedisError as exc:
+            raise PublishError(f"redis rejected the publish: {exc}") from exc
+        results = []
+        for env, (epoch, offset, duplicate, event) in zip(envelopes, replies, strict=True):
+            published = Published(
+                channel=env.channel,
+                epoch=epoch.decode() if isinstance(epoch, bytes) else str(epoch),
+                offset=int(offset),
+                duplicate=bool(duplicate),
+            )
+            results.append((published, event if isinstance(event, bytes) else b""))
+        return results
+
+    def positions(self, channels: Sequence[str]) -> dict[str, Position]:
+        """Read each channel's epoch and offset.
+
+        ``SNAPSHOT_SCRIPT`` pins the epoch of a channel that has none yet (the publish script
+        keeps it), so a page rendered before the channel's first event still recovers it
+        with ``since={epoch, 0}``.
+        """
+        try:
+            pipe = self._client.pipeline(transaction=False)
+            for channel in channels:
+                keys = list(channel_keys(self._settings.prefix, channel))
+                args = [0, new_epoch(), self._settings.meta_ttl]
+                self._snapshot(keys=keys, args=args, client=pipe)
+            replies = pipe.execute()
+        except (redis.RedisError, OSError) as exc:
+            raise BrokerUnavailable(f"redis: {exc}") from exc
+        return {
+            channel: (reply[0].decode(), int(reply[1]))
+            for channel, reply in zip(channels, replies, strict=True)
+        }
+
+    def ping(self) -> None:
+        try:
+            self._client.ping()
+        except redis.RedisError as exc:
+            raise BrokerUnavailable(f"redis: {exc}") from exc
+
+    def close(self) -> None:
+        self._client.close()
+
+
+class RedisTransport:
+    """``redis://``: one EVALSHA per envelope, pipelined; the script PUBLISHes to the nodes."""
+
+    def __init__(self, settings: BridgeSettings) -> None:
+        self._store = RedisStore(settings, settings.broker_url)
+        self._where = _safe_url(settings.broker_url)
+
+    def send(self, envelopes: Sequence[Envelope]) -> list[Published]:
+        return [published for published, _ in self._store.run(envelopes)]
+
+    def positions(self, channels: Sequence[str]) -> dict[str, Position] | None:
+        return self._store.positions(channels)
+
+    def check(self) -> str:
+        self._store.ping()
+        return f"redis at {self._where}"
+
+    def close(self) -> None:
+        self._store.close()
+
+
+class HttpTransport:
+    """``http(s)://``: ``POST /api/publish`` with the API key, one keep-alive connection."""
+
+    def __init__(self, settings: BridgeSettings) -> None:
+        parts = urlsplit(settings.broker_url)
+        self._settings = settings
+        self._https = parts.scheme == "https"
+        self._host = parts.hostname or "127.0.0.1"
+        self._port = parts.port or (443 if self._https else 80)
+        self._base = parts.path.rstrip("/")
+        self._conn: http.client.HTTPConnection | None = None
+
+    def _connection(self) -> http.client.HTTPConnection:
+        if self._conn is None:
+            cls = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
+            self._conn = cls(self._host, self._port, timeout=self._settings.timeout)
+        return self._conn
+
+    def _request(self, method: str, path: str, body: bytes | None) -> tuple[int, bytes]:
+        headers = {"Content-Type": "application/json"}
+        if self._settings.api_key:
+            headers["Authorization"] = f"Bearer {self._settings.api_key}"
+        conn = self._connection()
+        try:
+            conn.request(method, self._base + path, body=body, headers=headers)
+            response = conn.getresponse()
+            payload = response.read()
+        except (OSError, http.client.HTTPException) as exc:
+            self.close()  # a half-used keep-alive connection cannot be trusted again
+            raise BrokerUnavailable(f"realtime server at {self._host}:{self._port}: {exc}") from exc
+        if response.will_close:
+            self.close()
+        return response.status, payload
+
+    def send(self, envelopes: Sequence[Envelope]) -> list[Published]:
+        body = b"[" + b",".join(envelope_json(env) for env in envelopes) + b"]"
+        status, payload = self._request("POST", "/api/publish", body)
+        if status >= 500:
+            raise BrokerUnavailable(f"/api/publish answered {status}: {payload[:200]!r}")
+        if status != 200:
+            raise PublishError(f"/api/publish answered {status}: {payload[:200]!r}")
+        results = orjson.loads(payload)["results"]
+        return [
+            Published(
+                channel=r["channel"],
+                epoch=str(r["epoch"]),
+                offset=int(r["offset"]),
+                duplicate=bool(r.get("duplicate", False)),
+            )
+            for r in results
+        ]
+
+    def positions(self, channels: Sequence[str]) -> dict[str, Position] | None:
+        return None  # the contract has no read endpoint: pages subscribe without `since`
+
+    def check(self) -> str:
+        status, payload = self._request("GET", "/healthz", None)
+        if status != 200:
+            raise BrokerUnavailable(f"/healthz answered {status}: {payload[:200]!r}")
+        return f"realtime server at {self._host}:{self._port}"
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+
+class AmqpTransport:
+    """``amqp(s)://``: publisher-confirmed messages on the durable topic exchange.
+
+    With ``REDIS_URL`` the offset, history and state are written first by the same Redis
+    script the redis transport runs (without its PUBLISH), and the stored event is published
+    as ``{"v":1,"epoch","offset","event"}``; without it the plain envelope is published and
+    the server assigns offsets. Routing key = channel name. See docs/RABBITMQ.md.
+    """
+
+    def __init__(self, settings: BridgeSettings) -> None:
+        self._settings = settings
+        self._store = (
+            RedisStore(settings, settings.redis_url, do_publish=False)
+            if settings.redis_url
+            else None
+        )
+        self._connection: Any = None
+        self._channel: Any = None
+
+    def _open(self) -> Any:
+        import pika  # imported here so that redis/http users need not install pika
+
+        if self._channel is not None and self._channel.is_open:
+            return self._channel
+        self.close()
+        params = pika.URLParameters(self._settings.broker_url)
+        params.socket_timeout = self._settings.timeout
+        params.blocked_connection_timeout = self._settings.timeout
+        params.connection_attempts = 1
+        try:
+            self._connection = pika.BlockingConnection(params)
+            channel = self._connection.channel()
+            channel.confirm_delivery()
+            channel.exchange_declare(
+                exchange=self._settings.exchange, exchange_type="topic", durable=True
+            )
+        except (pika.exceptions.AMQPError, OSError) as exc:
+            self.close()
+            raise BrokerUnavailable(f"amqp: {exc!r}") from exc
+        self._channel = channel
+        return channel
+
+    def send(self, envelopes: Sequence[Envelope]) -> list[Published]:
+        import pika
+
+        channel = self._open()
+        if self._store is not None:
+            stored = self._store.run(envelopes)
+            bodies = [
+                None
+                if published.duplicate
+                else b'{"v":1,"epoch":%s,"offset":%d,"event":%s}'
+                % (orjson.dumps(published.epoch), published.offset, event)
+                for published, event in stored
+            ]
+            results = [published for published, _ in stored]
+        else:
+            bodies = [envelope_json(env, v=1) for env in envelopes]
+            # offsets are assigned by the server's store; unknown here
+            results = [Published(channel=env.channel, epoch="", offset=0) for env in envelopes]
+        try:
+            for env, body in zip(envelopes, bodies, strict=True):
+                if body is None:
+                    continue  # already stored and published by an earlier attempt
+                channel.basic_publish(
+                    exchange=self._settings.exchange,
+                    routing_key=env.channel,
+                    body=body,
+                    properties=pika.BasicProperties(
+                        content_type="application/json", delivery_mode=2, message_id=env.id
+                    ),
+                )
+        except (pika.exceptions.AMQPError, OSError) as exc:
+            self.close()
+            raise BrokerUnavailable(f"amqp: {exc!r}") from exc
+        return results
+
+    def positions(self, channels: Sequence[str]) -> dict[str, Position] | None:
+        return self._store.positions(channels) if self._store is not None else None
+
+    def check(self) -> str:
+        self._open()
+        if self._store is not None:
+            self._store.ping()
+        where = f"rabbitmq at {_safe_url(self._settings.broker_url)}"
+        return where + (" + redis store" if self._store is not None else "")
+
+    def close(self) -> None:
+        connection, self._connection, self._channel = self._connection, None, None
+        if connection is not None and connection.is_open:
+            # closing a connection that already broke may fail in any way
+            with contextlib.suppress(Exception):
+                connection.close()
+
+
+def _safe_url(url: str) -> str:
+    """Return host:port of a URL without credentials (for messages and logs)."""
+    parts = urlsplit(url)
+    return f"{parts.hostname}:{parts.port}" if parts.port else str(parts.hostname)
+
+
+def create_transport(settings: BridgeSettings) -> Transport:
+    """Build the transport for ``BROKER_URL``'s scheme (validated by the system checks)."""
+    scheme = settings.scheme
+    if scheme in ("redis", "rediss"):
+        return RedisTransport(settings)
+    if scheme in ("amqp", "amqps"):
+        return AmqpTransport(settings)
+    if scheme in ("http", "https"):
+        return HttpTransport(settings)
+    raise PublishError(f"REALTIME['BROKER_URL'] has an unsupported scheme: {scheme!r}")
+
+
+class _Slot(threading.local):
+    transport: Transport | None = None
+    pid: int = 0
+    generation: int = -1
+
+
+_slot = _Slot()
+_shared_lock = threading.Lock()
+_shared: tuple[int, int, Transport] | None = None  # (pid, generation, transport) for redis
+_generation = 0
+
+
+def get_transport() -> Transport:
+    """Return this process's (redis) or this thread's (http, amqp) transport."""
+    global _shared
+    settings = conf.get_settings()
+    pid = os.getpid()
+    if settings.scheme in ("redis", "rediss"):
+        # redis-py's pool is thread-safe (and gevent-safe once patched): share it per process
+        shared = _shared
+        if shared is not None and shared[0] == pid and shared[1] == _generation:
+            return shared[2]
+        with _shared_lock:
+            if _shared is None or _shared[0] != pid or _shared[1] != _generation:
+                _shared = (pid, _generation, create_transport(settings))
+            return _shared[2]
+    if _slot.transport is None or _slot.pid != pid or _slot.generation != _generation:
+        _slot.transport = create_transport(settings)
+        _slot.pid, _slot.generation = pid, _generation
+    return _slot.transport
+
+
+def reset_transports() -> None:
+    """Forget every transport; the next call builds new ones from the current settings.
+
+    Closes the shared Redis client and the calling thread's transport; other threads'
+    transports are not touched from here (pika is not thread-safe) and are closed when
+    garbage-collected.
+    """
+    global _generation, _shared
+    pid = os.getpid()
+    with _shared_lock:
+        _generation += 1
+        shared, _shared = _shared, None
+    if shared is not None and shared[0] == pid:
+        shared[2].close()
+    if _slot.transport is not None and _slot.pid == pid:
+        _slot.transport.close()
+    _slot.transport = None
+
+
+conf.on_reset(reset_transports)

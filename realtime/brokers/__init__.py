@@ -1,0 +1,30 @@
+"""Brokers: ``create_broker(settings)`` picks the implementation from ``broker_url``."""
+
+from __future__ import annotations
+
+from realtime.brokers.base import Broker
+from realtime.config import Settings
+
+
+def create_broker(settings: Settings) -> Broker:
+    """Return the broker for ``settings.broker_url`` (not started yet)."""
+    scheme = settings.broker_url.split("://", 1)[0]
+    if scheme == "memory":
+        from realtime.brokers.memory import MemoryBroker
+
+        return MemoryBroker(settings.history_size, settings.history_ttl, settings.meta_ttl)
+    if scheme in ("redis", "rediss"):
+        from realtime.brokers.redis import RedisBroker
+
+        return RedisBroker(
+            settings.broker_url,
+            settings.redis_prefix,
+            settings.history_size,
+            settings.history_ttl,
+            settings.meta_ttl,
+        )
+    if scheme in ("amqp", "amqps"):
+        from realtime.brokers.rabbitmq import RabbitMQBroker
+
+        return RabbitMQBroker(settings)
+    raise ValueError(f"unsupported broker URL scheme {scheme!r}")  # config validated it

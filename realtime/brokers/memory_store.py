@@ -1,0 +1,95 @@
+"""An in-process channel store: offsets, epoch, history and state (no I/O).
+
+Used by the ``memory://`` broker and by the AMQP broker when no Redis store is configured.
+Its epoch is per process: a restarted node has new epochs, so clients that come back with
+``since`` get ``recovered: false`` and resync from state (which is also gone) — the
+honest answer for a store that keeps nothing across restarts.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from realtime.brokers.base import Snapshot
+from realtime.envelope import Envelope, Event, Published, encode_event
+
+MAX_DEDUP_IDS = 100_000
+
+
+@dataclass(slots=True)
+class _Channel:
+    epoch: str
+    offset: int = 0
+    state: bytes | None = None
+    history: deque[tuple[float, Event]] = field(default_factory=deque)
+    last_used: float = 0.0
+
+
+class MemoryStore:
+    """Channel store kept in this process; every method is synchronous and O(1) amortised."""
+
+    def __init__(
+        self,
+        history_size: int,
+        history_ttl: float,
+        meta_ttl: float = 0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._history_size = history_size
+        self._history_ttl = history_ttl
+        self._meta_ttl = meta_ttl
+        self._clock = clock
+        self._channels: dict[str, _Channel] = {}
+        self._dedup: OrderedDict[tuple[str, str], int] = OrderedDict()
+
+    def _channel(self, name: str) -> _Channel:
+        ch = self._channels.get(name)
+        now = self._clock()
+        if ch is not None and self._meta_ttl and now - ch.last_used > self._meta_ttl:
+            ch = None  # expired like Redis meta: a new epoch tells clients to resync
+        if ch is None:
+            ch = self._channels[name] = _Channel(epoch=secrets.token_hex(4))
+        ch.last_used = now
+        return ch
+
+    def publish(self, envelope: Envelope) -> tuple[Published, Event | None]:
+        """Assign the next offset and store; return where it landed and the new event.
+
+        The event is None when ``envelope.id`` was already published (a duplicate).
+        """
+        ch = self._channel(envelope.channel)
+        if envelope.id is not None:
+            seen = self._dedup.get((envelope.channel, envelope.id))
+            if seen is not None:
+                return Published(envelope.channel, ch.epoch, seen, duplicate=True), None
+        ch.offset += 1
+        data = encode_event(envelope.channel, ch.offset, envelope.type, envelope.data_json)
+        event = Event(envelope.channel, ch.epoch, ch.offset, data, time.time())
+        if self._history_size > 0:
+            ch.history.append((self._clock(), event))
+            while len(ch.history) > self._history_size:
+                ch.history.popleft()
+        if envelope.state:
+            ch.state = data
+        if envelope.id is not None:
+            self._dedup[(envelope.channel, envelope.id)] = ch.offset
+            while len(self._dedup) > MAX_DEDUP_IDS:
+                self._dedup.popitem(last=False)
+        return Published(envelope.channel, ch.epoch, ch.offset), event
+
+    def snapshot(self, channel: str, history: int) -> Snapshot:
+        """Return the channel's epoch, offset, state and up to ``history`` newest events."""
+        ch = self._channel(channel)
+        horizon = self._clock() - self._history_ttl
+        events: list[Event] = []
+        if history > 0:
+            for stamp, event in reversed(ch.history):
+                if len(events) >= history or stamp < horizon:
+                    break
+                events.append(event)
+            events.reverse()
+        return Snapshot(epoch=ch.epoch, offset=ch.offset, state=ch.state, history=events)

@@ -1,0 +1,145 @@
+"""Redis key layout and the atomic publish script (shared with the Django bridge).
+
+Keys for channel ``C`` under prefix ``P`` (default ``rt:``); the braces are a Redis Cluster
+hash tag so that one channel's keys live in one slot::
+
+    P{C}:meta            hash   epoch, offset
+    P{C}:hist            list   "<published-ms> <event-json>", oldest first, capped
+    P{C}:state           string <event-json> of the latest state event
+    P{C}:dedup:<id>      string offset of an already published envelope id
+    P{C}                 pub/sub channel; message "<epoch> <offset> <published-ms> <event-json>"
+
+One EVALSHA of ``PUBLISH_SCRIPT`` assigns the next offset, appends to history, updates
+state and publishes, so that every node and every publisher agree on offsets. A publisher
+in another language runs the same script (see docs/PROTOCOL-REDIS.md).
+"""
+
+from __future__ import annotations
+
+import secrets
+
+DEFAULT_PREFIX = "rt:"
+
+
+def channel_keys(prefix: str, channel: str) -> tuple[str, str, str]:
+    """Return the (meta, history, state) keys of a channel."""
+    base = f"{prefix}{{{channel}}}"
+    return f"{base}:meta", f"{base}:hist", f"{base}:state"
+
+
+def pubsub_channel(prefix: str, channel: str) -> str:
+    """Return the Redis pub/sub channel that carries a realtime channel's events."""
+    return f"{prefix}{{{channel}}}"
+
+
+def dedup_key(prefix: str, channel: str, envelope_id: str) -> str:
+    """Return the key that remembers an envelope id's offset."""
+    return f"{prefix}{{{channel}}}:dedup:{envelope_id}"
+
+
+def new_epoch() -> str:
+    """Return a fresh random epoch (the script keeps the first one a channel gets)."""
+    return secrets.token_hex(4)
+
+
+# KEYS: 1 meta, 2 hist, 3 state, 4 dedup (may be an unused name)
+# ARGV: 1 pubsub channel ("" = do not PUBLISH, e.g. the amqp transport publishes itself)
+#       2 channel, 3 type, 4 data JSON text, 5 "1" if state, 6 history size,
+#       7 history ttl s, 8 meta ttl s, 9 now ms, 10 epoch candidate, 11 "1" to de-duplicate
+# Returns {epoch, offset, duplicate (0/1), event-json}
+PUBLISH_SCRIPT = """
+if ARGV[11] == "1" then
+  local seen = redis.call("GET", KEYS[4])
+  if seen then
+    local epoch = redis.call("HGET", KEYS[1], "epoch") or ""
+    return {epoch, tonumber(seen), 1, ""}
+  end
+end
+local epoch = redis.call("HGET", KEYS[1], "epoch")
+if not epoch then
+  epoch = ARGV[10]
+  redis.call("HSET", KEYS[1], "epoch", epoch)
+end
+local offset = redis.call("HINCRBY", KEYS[1], "offset", 1)
+local meta_ttl = tonumber(ARGV[8])
+if meta_ttl > 0 then redis.call("EXPIRE", KEYS[1], meta_ttl) end
+local event = '{"op":"event","channel":' .. cjson.encode(ARGV[2]) .. ',"offset":' .. offset
+  .. ',"type":' .. cjson.encode(ARGV[3]) .. ',"data":' .. ARGV[4] .. '}'
+local size = tonumber(ARGV[6])
+if size > 0 then
+  redis.call("RPUSH", KEYS[2], ARGV[9] .. " " .. event)
+  redis.call("LTRIM", KEYS[2], -size, -1)
+  redis.call("EXPIRE", KEYS[2], tonumber(ARGV[7]))
+end
+if ARGV[5] == "1" then
+  if meta_ttl > 0 then
+    redis.call("SET", KEYS[3], event, "EX", meta_ttl)
+  else
+    redis.call("SET", KEYS[3], event)
+  end
+end
+if ARGV[11] == "1" then
+  redis.call("SET", KEYS[4], offset, "EX", math.max(tonumber(ARGV[7]), 60))
+end
+if ARGV[1] ~= "" then
+  redis.call("PUBLISH", ARGV[1], epoch .. " " .. offset .. " " .. ARGV[9] .. " " .. event)
+end
+return {epoch, offset, 0, event}
+"""
+
+# KEYS: 1 meta, 2 hist, 3 state. ARGV: 1 history count, 2 epoch candidate, 3 meta ttl s.
+# Returns {epoch, offset, state or false, history...}, read in one step so that offset, state
+# and history agree. A channel without an epoch gets one here, so that a subscriber's position
+# {epoch, 0} stays valid when the first event is published later.
+SNAPSHOT_SCRIPT = """
+local epoch = redis.call("HGET", KEYS[1], "epoch")
+if not epoch then
+  epoch = ARGV[2]
+  redis.call("HSET", KEYS[1], "epoch", epoch)
+  local meta_ttl = tonumber(ARGV[3])
+  if meta_ttl > 0 then redis.call("EXPIRE", KEYS[1], meta_ttl) end
+end
+local offset = tonumber(redis.call("HGET", KEYS[1], "offset") or "0")
+local state = redis.call("GET", KEYS[3])
+local want = tonumber(ARGV[1])
+local result = {epoch, offset, state or false}
+if want > 0 then
+  local items = redis.call("LRANGE", KEYS[2], -want, -1)
+  for i = 1, #items do result[#result + 1] = items[i] end
+end
+return result
+"""
+
+
+def publish_args(
+    prefix: str,
+    *,
+    channel: str,
+    type_: str,
+    data_json: bytes,
+    state: bool,
+    envelope_id: str | None,
+    history_size: int,
+    history_ttl: int,
+    meta_ttl: int,
+    now_ms: int,
+    do_publish: bool = True,
+) -> tuple[list[str], list[str | bytes | int]]:
+    """Return (keys, args) for one ``PUBLISH_SCRIPT`` call."""
+    meta, hist, state_key = channel_keys(prefix, channel)
+    dedup = dedup_key(prefix, channel, envelope_id or "-")
+    keys = [meta, hist, state_key, dedup]
+    args: list[str | bytes | int] = [
+        pubsub_channel(prefix, channel) if do_publish else "",
+        channel,
+        type_,
+        data_json,
+        "1" if state else "0",
+        history_size,
+        history_ttl,
+        meta_ttl,
+        now_ms,
+        new_epoch(),
+        "1" if envelope_id else "0",
+    ]
+    return keys, args

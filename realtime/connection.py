@@ -1,0 +1,355 @@
+"""The WebSocket handler: a thin adapter between Tornado and the sans-I/O session.
+
+Outgoing frames do not go through ``write_message``: the hub builds each event's frame
+once, and a connection only appends it to a list. Once per loop tick every connection
+with queued frames writes them in one ``send`` straight to its socket; only what the
+kernel does not take goes into Tornado's stream buffer, which is what the send-buffer
+limit counts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import socket
+import time
+from typing import Any
+
+import tornado.websocket
+from tornado.iostream import StreamClosedError
+
+from realtime import messages
+from realtime.context import ServerContext
+from realtime.errors import BrokerUnavailable, CloseCode, ErrorCode
+from realtime.frames import text_frame
+from realtime.protocol import Action, Close, Reply, Session, Subscribe, Unsubscribe
+
+logger = logging.getLogger(__name__)
+
+REFUSED_CODES = frozenset({ErrorCode.UNAUTHORIZED, ErrorCode.FORBIDDEN, ErrorCode.TOKEN_EXPIRED})
+
+
+class _Protocol(tornado.websocket.WebSocketProtocol13):
+    """Tornado's RFC 6455 protocol, closing with 1007 on invalid UTF-8 (Tornado aborts)."""
+
+    def _handle_message(self, opcode: int, data: bytes) -> asyncio.Future[None] | None:
+        if opcode == 0x1 and not self._frame_compressed:
+            try:
+                data.decode("utf-8")
+            except UnicodeDecodeError:
+                self.close(CloseCode.INVALID_PAYLOAD, "invalid UTF-8")
+                return None
+        return super()._handle_message(opcode, data)
+
+
+class WebSocketConnection(tornado.websocket.WebSocketHandler):
+    """One client connection; implements the hub's ``Subscriber``."""
+
+    ctx: ServerContext
+
+    def initialize(self, ctx: ServerContext) -> None:
+        self.ctx = ctx
+        self.session = Session(ctx.settings)
+        self.session_id = secrets.token_urlsafe(12)
+        self._out: list[bytes] = []
+        self._queued = 0  # bytes handed to the stream and not yet written
+        self._offsets: dict[str, int] = {}  # last offset sent per channel
+        self._held: dict[str, list[tuple[int, bytes]]] = {}  # frames held until `subscribed`
+        self._deferred: dict[str, bytes] = {}  # latest coalesced frame while congested
+        self._closing = False
+        self._token_timer: Any = None
+        self._ip = ""
+
+    # -- handshake -------------------------------------------------------------------
+
+    async def get(self, *args: Any, **kwargs: Any) -> None:
+        ctx = self.ctx
+        self._ip = self.request.remote_ip or ""
+        refusal = None
+        if ctx.shutting_down:
+            refusal = "server is shutting down"
+        elif len(ctx.connections) >= ctx.settings.max_connections:
+            refusal = "connection limit reached"
+        elif (
+            ctx.settings.max_connections_per_ip
+            and ctx.per_ip[self._ip] >= ctx.settings.max_connections_per_ip
+        ):
+            refusal = "connection limit per address reached"
+        if refusal is not None:
+            self.set_status(503)
+            self.set_header("Retry-After", "5")
+            self.finish(refusal)
+            return
+        await super().get(*args, **kwargs)
+
+    def check_origin(self, origin: str) -> bool:
+        allowed = self.ctx.settings.allowed_origins
+        if "*" in allowed:
+            return True
+        if allowed:
+            return origin.rstrip("/") in allowed
+        return super().check_origin(origin)  # same host only
+
+    def get_compression_options(self) -> dict[str, Any] | None:
+        # no permessage-deflate: a compressed frame differs per connection, which would turn
+        # the build-once fan-out back into per-connection work (docs/PERFORMANCE.md)
+        return None
+
+    def get_websocket_protocol(self) -> tornado.websocket.WebSocketProtocol | None:
+        protocol = super().get_websocket_protocol()
+        if isinstance(protocol, tornado.websocket.WebSocketProtocol13):
+            return _Protocol(self, False, protocol.params)
+        return protocol
+
+    def open(self, *args: str, **kwargs: str) -> None:
+        ctx = self.ctx
+        ctx.connections.add(self)
+        ctx.per_ip[self._ip] += 1
+        ctx.metrics.connections.set(len(ctx.connections))
+        stream = self.ws_connection.stream if self.ws_connection else None  # type: ignore[attr-defined]
+        if stream is not None and stream.socket is not None:
+            stream.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        logger.debug("connection %s opened from %s", self.session_id, self._ip)
+        self._send(messages.welcome(self.session_id, ctx.settings.heartbeat))
+
+    # -- client commands -------------------------------------------------------------
+
+    def on_message(self, message: str | bytes) -> None:
+        if self._closing:
+            return
+        self.ctx.metrics.messages_in.inc()
+        if isinstance(message, bytes):
+            self._send(messages.error(ErrorCode.BAD_REQUEST, "send text frames"))
+            return
+        for action in self.session.receive(message):
+            self._do(action)
+
+    def _do(self, action: Action) -> None:
+        if isinstance(action, Reply):
+            self._count_refusal(action.data)
+            self._send(action.data)
+            if self.session.identity.expires is not None and self._token_timer is None:
+                self._schedule_token_check(self.session.identity.expires)
+        elif isinstance(action, Subscribe):
+            self._held[action.channel] = []
+            asyncio.get_running_loop().create_task(self._subscribe(action))
+        elif isinstance(action, Unsubscribe):
+            self._drop(action.channel)
+            self._send(messages.unsubscribed(action.channel, action.command_id, action.reason))
+        elif isinstance(action, Close):
+            self._close(action.code, action.reason)
+
+    def _count_refusal(self, data: bytes) -> None:
+        if data.startswith(b'{"op":"error"'):
+            for code in REFUSED_CODES:
+                if b'"code":"%s"' % code.value.encode() in data:
+                    self.ctx.metrics.auth_failures.labels(code.value).inc()
+                    logger.info(
+                        "refused %s for connection %s user=%s",
+                        code.value,
+                        self.session_id,
+                        self.session.identity.user,
+                    )
+
+    async def _subscribe(self, action: Subscribe) -> None:
+        channel = action.channel
+        try:
+            result = await self.ctx.node.subscribe(self, channel, action.since)
+        except BrokerUnavailable as exc:
+            self.session.subscribe_failed(channel)
+            self._held.pop(channel, None)
+            logger.warning("subscribe %s failed: %s", channel, exc)
+            self._close(CloseCode.TRY_AGAIN_LATER, "broker unavailable, retry-after=2")
+            return
+        if self._closing or channel not in self.session.channels:
+            # closed or unsubscribed while the subscribe was in flight
+            self.ctx.node.unsubscribe(self, channel)
+            self._held.pop(channel, None)
+            return
+        self._send(self._with_id(result.reply, action.command_id))
+        self._offsets[channel] = result.offset
+        for offset, frame in self._held.pop(channel, ()):
+            self._push_frame(channel, offset, frame)
+
+    @staticmethod
+    def _with_id(reply: bytes, command_id: str | int | None) -> bytes:
+        if command_id is None:
+            return reply
+        return reply[:-1] + b',"id":' + messages.orjson.dumps(command_id) + b"}"
+
+    def _drop(self, channel: str) -> None:
+        self._offsets.pop(channel, None)
+        self._held.pop(channel, None)
+        self._deferred.pop(channel, None)
+        self.ctx.node.unsubscribe(self, channel)
+
+    def _schedule_token_check(self, when: float) -> None:
+        """Call ``_check_token`` at unix time ``when``."""
+        delay = max(0.0, when - time.time())
+        self._token_timer = asyncio.get_running_loop().call_later(delay, self._check_token)
+
+    def _check_token(self) -> None:
+        self._token_timer = None
+        if self._closing:
+            return
+        actions, again = self.session.check_token(grace=float(self.ctx.settings.heartbeat))
+        for action in actions:
+            self._do(action)
+        if again is not None and self._token_timer is None:
+            self._schedule_token_check(again)
+
+    # -- the hub's Subscriber interface ----------------------------------------------
+
+    def push(self, channel: str, offset: int, frame: bytes, coalesced: bool) -> None:
+        """Queue an event frame (event loop only; never blocks)."""
+        held = self._held.get(channel)
+        if held is not None:
+            held.append((offset, frame))
+            return
+        if coalesced and self._queued > self.ctx.settings.max_send_buffer // 2:
+            # a slow leaderboard watcher skips to the latest version instead of being cut off
+            if offset > self._offsets.get(channel, 0):
+                self._deferred[channel] = frame
+                self._offsets[channel] = offset
+            return
+        self._push_frame(channel, offset, frame)
+
+    def _push_frame(self, channel: str, offset: int, frame: bytes) -> None:
+        last = self._offsets.get(channel)
+        if last is None or offset <= last:
+            return  # not subscribed any more, or already delivered
+        self._offsets[channel] = offset
+        self._queue(frame)
+
+    def push_resync(self, channel: str, offset: int, frame: bytes) -> None:
+        """Queue an unasked ``subscribed`` message and continue after ``offset``."""
+        if channel in self._held or channel not in self._offsets:
+            return  # its own `subscribed` reply is on the way
+        self._offsets[channel] = offset
+        self._deferred.pop(channel, None)
+        self._queue(frame)
+
+    # -- output ----------------------------------------------------------------------
+
+    def _send(self, message: bytes) -> None:
+        self._queue(text_frame(message))
+
+    def _queue(self, frame: bytes) -> None:
+        if self._closing:
+            return
+        out = self._out
+        out.append(frame)
+        if len(out) == 1:
+            ctx = self.ctx
+            ctx.dirty.append(self)
+            if not ctx.flush_scheduled:
+                ctx.flush_scheduled = True
+                asyncio.get_running_loop().call_soon(_flush_all, ctx)
+
+    def _flush(self) -> None:
+        out = self._out
+        if not out:
+            return
+        data = out[0] if len(out) == 1 else b"".join(out)
+        metrics = self.ctx.metrics
+        metrics.messages_out.inc(len(out))
+        metrics.bytes_out.inc(len(data))
+        self._out = []
+        self._write(data)
+
+    def _write(self, data: bytes) -> None:
+        conn = self.ws_connection
+        if conn is None or self._closing:
+            return
+        stream = conn.stream  # type: ignore[attr-defined]
+        if stream.closed():
+            return
+        if self._queued == 0 and not stream.writing():
+            # fast path: nothing buffered, so writing straight to the socket keeps order
+            try:
+                sent = stream.socket.send(data)
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+            except OSError:
+                self.abort()
+                return
+            if sent == len(data):
+                return
+            data = data[sent:]
+        size = len(data)
+        if self._queued + size > self.ctx.settings.max_send_buffer:
+            self._slow_consumer()
+            return
+        self._queued += size
+        try:
+            future = stream.write(data)
+        except StreamClosedError:
+            return
+        future.add_done_callback(lambda f: self._drained(size, f))
+
+    def _drained(self, size: int, future: Any) -> None:
+        self._queued -= size
+        if future.exception() is not None:
+            return
+        if self._queued == 0 and self._deferred:
+            deferred, self._deferred = self._deferred, {}
+            for frame in deferred.values():
+                self._queue(frame)
+
+    def _slow_consumer(self) -> None:
+        self.ctx.metrics.slow_consumers.inc()
+        logger.warning(
+            "connection %s cut off: send buffer over %d bytes",
+            self.session_id,
+            self.ctx.settings.max_send_buffer,
+        )
+        # the close frame queues behind the unread data; Tornado aborts the stream if the
+        # peer never reads it, so memory stays bounded by the limit
+        self._close(CloseCode.TRY_AGAIN_LATER, "slow consumer")
+
+    def _close(self, code: int, reason: str) -> None:
+        if self._closing:
+            return
+        self._flush()
+        self._closing = True
+        self._out = []
+        self.close(code, reason)
+
+    def abort(self) -> None:
+        """Drop the connection without a close handshake."""
+        self._closing = True
+        self._out = []
+        conn = self.ws_connection
+        if conn is not None:
+            conn.stream.close()  # type: ignore[attr-defined]
+
+    def on_close(self) -> None:
+        ctx = self.ctx
+        self._closing = True
+        self._out = []
+        if self._token_timer is not None:
+            self._token_timer.cancel()
+        for channel in list(self.session.channels):
+            ctx.node.unsubscribe(self, channel)
+        self.session.channels.clear()
+        if self in ctx.connections:
+            ctx.connections.discard(self)
+            ctx.per_ip[self._ip] -= 1
+            if ctx.per_ip[self._ip] <= 0:
+                del ctx.per_ip[self._ip]
+        ctx.metrics.connections.set(len(ctx.connections))
+        logger.debug(
+            "connection %s closed (code=%s)", self.session_id, self.close_code
+        )
+
+    def shutdown(self) -> None:
+        """Close with 1012 (server restart): clients reconnect soon."""
+        self._close(CloseCode.SERVICE_RESTART, "server restarting")
+
+
+def _flush_all(ctx: ServerContext) -> None:
+    ctx.flush_scheduled = False
+    dirty, ctx.dirty = ctx.dirty, []
+    for conn in dirty:
+        conn._flush()

@@ -1,0 +1,29 @@
+"""What the HTTP and WebSocket handlers share within one server process."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from realtime.config import Settings
+from realtime.metrics import Metrics
+from realtime.node import Node
+
+if TYPE_CHECKING:
+    from realtime.connection import WebSocketConnection
+
+
+@dataclass(slots=True)
+class ServerContext:
+    """Per-process state injected into every handler through ``initialize``."""
+
+    settings: Settings
+    node: Node
+    metrics: Metrics
+    connections: set[WebSocketConnection] = field(default_factory=set)
+    per_ip: Counter[str] = field(default_factory=Counter)
+    shutting_down: bool = False
+    # connections with frames queued in this loop tick; written together in one callback
+    dirty: list[WebSocketConnection] = field(default_factory=list)
+    flush_scheduled: bool = False

@@ -1,0 +1,124 @@
+"""Wire it all together: broker, node, app; listen; signals; graceful shutdown; workers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+import tornado.httpserver
+import tornado.netutil
+
+from realtime.app import make_app
+from realtime.brokers import create_broker
+from realtime.config import Settings
+from realtime.context import ServerContext
+from realtime.metrics import Metrics
+from realtime.node import Node
+
+logger = logging.getLogger(__name__)
+
+
+class Server:
+    """One server process: start, serve until stopped, drain."""
+
+    def __init__(self, settings: Settings, sockets: list[socket.socket] | None = None) -> None:
+        self.settings = settings
+        self._sockets = sockets
+        self.ctx: ServerContext | None = None
+        self._http: tornado.httpserver.HTTPServer | None = None
+        self._stopped = asyncio.Event()
+        self._background: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        """Bind (unless sockets were given), start the broker in the background, serve."""
+        metrics = Metrics()
+        broker = create_broker(self.settings)
+        node = Node(self.settings, broker, metrics)
+        self.ctx = ServerContext(settings=self.settings, node=node, metrics=metrics)
+        app = make_app(self.ctx)
+        self._http = tornado.httpserver.HTTPServer(app, xheaders=True, idle_connection_timeout=60)
+        sockets = self._sockets or tornado.netutil.bind_sockets(
+            self.settings.port, self.settings.host, backlog=4096
+        )
+        self._http.add_sockets(sockets)
+        await node.start()
+        if self.settings.demo:
+            from realtime.demo import run_demo
+
+            self._background.append(asyncio.create_task(run_demo(node, self._stopped)))
+        port = sockets[0].getsockname()[1]
+        logger.info(
+            "realtime listening on http://%s:%d (broker %s, pid %d)",
+            self.settings.host,
+            port,
+            self.settings.broker_url.split("://", 1)[0],
+            os.getpid(),
+        )
+
+    async def shutdown(self) -> None:
+        """Stop accepting, close every connection with 1012, wait up to the timeout."""
+        ctx = self.ctx
+        if ctx is None or ctx.shutting_down:
+            return
+        ctx.shutting_down = True
+        self._stopped.set()
+        if self._http is not None:
+            self._http.stop()
+        count = len(ctx.connections)
+        logger.info("shutting down: closing %d connections with 1012", count)
+        for conn in list(ctx.connections):
+            conn.shutdown()
+        deadline = time.monotonic() + self.settings.shutdown_timeout - 0.5
+        while ctx.connections and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        for conn in list(ctx.connections):
+            conn.abort()  # peers that never answered the close frame
+        for task in self._background:
+            task.cancel()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(ctx.node.close(), timeout=2.0)
+        if self._http is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._http.close_all_connections(), timeout=1.0)
+
+    async def run(self) -> None:
+        """Start, then serve until SIGTERM/SIGINT, then drain."""
+        await self.start()
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        await self.shutdown()
+        logger.info("stopped")
+
+
+def _install_loop() -> None:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency, but keep running without
+        return
+    uvloop.install()
+
+
+def serve(settings: Settings) -> int:
+    """Run the server in this process, or a supervisor of ``settings.workers`` processes."""
+    if settings.workers > 1:
+        from realtime.workers import supervise
+
+        return supervise(settings)
+    _install_loop()
+    asyncio.run(Server(settings).run())
+    return 0
+
+
+def serve_worker(settings: Settings, sockets: list[socket.socket]) -> None:
+    """Entry point of one worker process on already-bound sockets."""
+    _install_loop()
+    asyncio.run(Server(settings, sockets).run())
+    sys.exit(0)

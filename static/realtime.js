@@ -1,0 +1,691 @@
+/*!
+ * realtime.js: the browser client of the realtime server (PROTOCOL.md section 6).
+ *
+ * No build step and no dependency: load it with a <script> tag and use window.RealtimeClient.
+ *
+ *   const rt = new RealtimeClient("/ws", { getToken: async () => fetchToken() });
+ *   const sub = rt.subscribe("leaderboard:42", {
+ *     onState(event) {},          // the channel's state (event or null): on subscribe, after a resync
+ *     onEvent(event) {},          // each event, in offset order, never twice
+ *     since: { epoch, offset },   // optional: a position rendered with the page; recover from it
+ *   });
+ *   rt.on("connected", fn); rt.on("disconnected", fn); rt.on("error", fn); rt.on("state", fn);
+ *   sub.unsubscribe(); rt.close();
+ *
+ * Guarantees: per channel, onEvent sees increasing offsets without duplicates. After a
+ * reconnect every live subscription is re-sent with `since` = the last delivered position;
+ * the server replays what was missed (onEvent) or, when it cannot, the client resyncs
+ * (onState with the current state, which may be null) and goes on from there.
+ */
+(function (root) {
+  "use strict";
+
+  var OPEN = 1;
+
+  var DEFAULTS = {
+    minDelay: 500, // first reconnect back-off ceiling (ms); doubles on each failure ...
+    maxDelay: 20000, // ... up to this (full jitter: the delay is random in [0, ceiling])
+    stableAfter: 10000, // a connection up this long resets the back-off
+    restartDelay: 1500, // 1012 (server restart) and 1013 without retry-after: reconnect within this
+    connectTimeout: 15000, // from opening the socket to "connected"; past it, retry
+    tokenSkew: 5000, // a cached token this close to its exp is refreshed before reconnecting
+    WebSocket: null, // WebSocket implementation (defaults to the global one)
+    debug: false, // log frames with console.debug
+  };
+
+  function randomBetween(low, high) {
+    return low + Math.random() * (high - low);
+  }
+
+  function resolveUrl(url) {
+    var loc = root.location;
+    if (!url) url = "/ws";
+    if (/^wss?:\/\//i.test(url) || !loc) return url;
+    var absolute = new URL(url, loc.href);
+    absolute.protocol = absolute.protocol === "https:" ? "wss:" : "ws:";
+    return absolute.href;
+  }
+
+  /** Return a JWT's `exp` claim in ms since the epoch, or null (never verifies anything). */
+  function tokenExpiry(token) {
+    try {
+      var part = String(token).split(".")[1];
+      if (!part) return null;
+      var b64 = part.replace(/-/g, "+").replace(/_/g, "/");
+      while (b64.length % 4) b64 += "=";
+      var claims = JSON.parse(root.atob(b64));
+      return typeof claims.exp === "number" ? claims.exp * 1000 : null;
+    } catch (err) {
+      return null;
+    }
+  }
+
+  function validSince(since) {
+    return (
+      since != null &&
+      typeof since === "object" &&
+      since.epoch != null &&
+      since.epoch !== "" &&
+      typeof since.offset === "number" &&
+      since.offset >= 0
+    );
+  }
+
+  function callSafely(fn, self, arg, what) {
+    if (typeof fn !== "function") return;
+    try {
+      fn.call(self, arg);
+    } catch (err) {
+      // A handler's bug must not break delivery to the others or the client's bookkeeping.
+      if (root.console) root.console.error("realtime: " + what + " handler failed", err);
+    }
+  }
+
+  /**
+   * One channel subscription. Created by RealtimeClient#subscribe, never directly.
+   *
+   * `epoch`/`offset` are the last delivered position (offset 0 and epoch null before the
+   * first `subscribed`); `status` is "pending" (waiting for a connection), "sent",
+   * "live", "closed" (unsubscribed) or "failed" (the server refused it).
+   */
+  function Subscription(client, channel, handlers) {
+    this.client = client;
+    this.channel = channel;
+    this.epoch = null;
+    this.offset = 0;
+    this.status = "pending";
+    this.error = null;
+    this._handlers = handlers || {};
+    this._sentSince = null;
+    this._retryTimer = null;
+  }
+
+  Object.defineProperty(Subscription.prototype, "position", {
+    /** The last delivered {epoch, offset}, or null before the first sync. */
+    get: function () {
+      return this.epoch === null ? null : { epoch: this.epoch, offset: this.offset };
+    },
+  });
+
+  Object.defineProperty(Subscription.prototype, "active", {
+    get: function () {
+      return this.status !== "closed" && this.status !== "failed";
+    },
+  });
+
+  /** Stop receiving this channel's events (idempotent). */
+  Subscription.prototype.unsubscribe = function () {
+    this.client._unsubscribe(this);
+  };
+
+  /**
+   * A connection to the realtime server that survives disconnects.
+   *
+   * @param {string} url  ws:// or wss:// URL, or a path such as "/ws" (same host as the page)
+   * @param {object} options  `token` (a JWT) and/or `getToken` (async () => JWT, called when a
+   *   token is needed or has expired); tuning: see DEFAULTS above.
+   */
+  function RealtimeClient(url, options) {
+    if (!(this instanceof RealtimeClient)) throw new TypeError("use: new RealtimeClient(url, options)");
+    options = options || {};
+    this.url = resolveUrl(url);
+    this.options = Object.assign({}, DEFAULTS, options);
+    this.state = "connecting";
+    this.serverTimeOffset = 0;
+    this.session = null;
+    this.user = null;
+    this._WebSocket = this.options.WebSocket || root.WebSocket;
+    this._token = options.token || null;
+    this._getToken = typeof options.getToken === "function" ? options.getToken : null;
+    this._tokenPromise = null;
+    this._listeners = {};
+    this._subs = new Map(); // channel -> live Subscription
+    this._pending = new Map(); // command id -> {kind, sub}
+    this._nextId = 1;
+    this._ws = null;
+    this._generation = 0;
+    this._ready = false; // welcome (and auth) done on the current socket
+    this._authRetried = false;
+    this._refreshing = false;
+    this._attempt = 0;
+    this._closed = false;
+    this._reconnectTimer = null;
+    this._stableTimer = null;
+    this._connectTimer = null;
+    this._onOnline = this._handleOnline.bind(this);
+    if (root.addEventListener) root.addEventListener("online", this._onOnline);
+    this._connect();
+  }
+
+  // ---------------------------------------------------------------- public API
+
+  /** Listen to "connected", "disconnected", "error", "state" or "unsubscribed"; returns an off() function. */
+  RealtimeClient.prototype.on = function (name, fn) {
+    (this._listeners[name] = this._listeners[name] || []).push(fn);
+    var self = this;
+    return function () {
+      self.off(name, fn);
+    };
+  };
+
+  RealtimeClient.prototype.off = function (name, fn) {
+    var list = this._listeners[name];
+    if (!list) return;
+    var i = list.indexOf(fn);
+    if (i >= 0) list.splice(i, 1);
+  };
+
+  /**
+   * Subscribe to a channel; returns a Subscription. One subscription per channel at a time.
+   *
+   * handlers: onState(event|null), onEvent(event), onError(err), onUnsubscribed(reason);
+   * since: {epoch, offset} to recover from (e.g. rendered by the server with the page).
+   */
+  RealtimeClient.prototype.subscribe = function (channel, handlers) {
+    if (typeof channel !== "string" || !channel) throw new TypeError("channel must be a non-empty string");
+    if (this._subs.has(channel)) throw new Error("realtime: already subscribed to " + channel);
+    handlers = handlers || {};
+    var sub = new Subscription(this, channel, handlers);
+    if (handlers.since != null) {
+      if (!validSince(handlers.since)) throw new TypeError("since must be {epoch, offset}");
+      sub.epoch = String(handlers.since.epoch);
+      sub.offset = handlers.since.offset;
+    }
+    this._subs.set(channel, sub);
+    if (this._ready) this._sendSubscribe(sub);
+    return sub;
+  };
+
+  /** The subscription of a channel, if any. */
+  RealtimeClient.prototype.subscription = function (channel) {
+    return this._subs.get(channel) || null;
+  };
+
+  /** The server's clock in ms since the epoch (contest clocks use this, not Date.now()). */
+  RealtimeClient.prototype.now = function () {
+    return Date.now() + this.serverTimeOffset;
+  };
+
+  /** Use a new token from now on (sent at once when connected). */
+  RealtimeClient.prototype.setToken = function (token) {
+    this._token = token || null;
+    this._authRetried = false;
+    if (this._ready && this._token) this._sendAuth();
+  };
+
+  /** Connect again after close() or after the client stopped on an error. */
+  RealtimeClient.prototype.connect = function () {
+    if (!this._closed && this.state !== "closed") return;
+    this._closed = false;
+    this._attempt = 0;
+    if (root.addEventListener) root.addEventListener("online", this._onOnline);
+    this._connect();
+  };
+
+  /** Close the connection cleanly and stop reconnecting (subscriptions are kept for connect()). */
+  RealtimeClient.prototype.close = function () {
+    if (this._closed) return;
+    this._closed = true;
+    var wasConnected = this.state === "connected";
+    this._dropSocket(1000, "client closed");
+    this._clearTimer("_reconnectTimer");
+    if (root.removeEventListener) root.removeEventListener("online", this._onOnline);
+    this._setState("closed");
+    if (wasConnected) {
+      this._emit("disconnected", { code: 1000, reason: "client closed", reconnect: false });
+    }
+  };
+
+  // ---------------------------------------------------------------- connection
+
+  RealtimeClient.prototype._connect = function () {
+    if (this._closed) return;
+    this._clearTimer("_reconnectTimer");
+    this._setState("connecting");
+    var generation = ++this._generation;
+    var self = this;
+    var expiry = this._token ? tokenExpiry(this._token) : null;
+    var stale = !this._token || (expiry !== null && expiry - this.now() < this.options.tokenSkew);
+    if (this._getToken && stale) {
+      this._fetchToken().then(
+        function () {
+          if (generation === self._generation && !self._closed) self._open();
+        },
+        function (err) {
+          if (generation !== self._generation || self._closed) return;
+          self._emit("error", { code: "token_unavailable", message: "getToken failed: " + describe(err) });
+          self._scheduleReconnect(self._backoff(), null);
+        }
+      );
+    } else {
+      this._open();
+    }
+  };
+
+  RealtimeClient.prototype._open = function () {
+    var ws;
+    try {
+      ws = new this._WebSocket(this.url);
+    } catch (err) {
+      this._stop({ code: "bad_url", message: "cannot open " + this.url + ": " + describe(err) });
+      return;
+    }
+    this._ws = ws;
+    this._ready = false;
+    var self = this;
+    ws.onmessage = function (ev) {
+      if (ws === self._ws) self._receive(ev.data);
+    };
+    ws.onclose = function (ev) {
+      if (ws === self._ws) self._handleClose(ev.code, ev.reason || "");
+    };
+    ws.onerror = function () {
+      // a close event always follows; the browser does not tell why (e.g. 403, 503, refused)
+    };
+    this._connectTimer = setTimeout(function () {
+      if (ws === self._ws && !self._ready) {
+        self._dropSocket(1000, "connect timeout");
+        self._afterClose(4000, "connect timeout", false);
+      }
+    }, this.options.connectTimeout);
+  };
+
+  RealtimeClient.prototype._dropSocket = function (code, reason) {
+    var ws = this._ws;
+    this._ws = null;
+    this._ready = false;
+    this._pending.clear();
+    this._clearTimer("_connectTimer");
+    this._clearTimer("_stableTimer");
+    this._subs.forEach(function (sub) {
+      if (sub.active) sub.status = "pending";
+      if (sub._retryTimer) {
+        clearTimeout(sub._retryTimer);
+        sub._retryTimer = null;
+      }
+    });
+    if (ws && ws.readyState <= OPEN) {
+      try {
+        ws.close(code, reason);
+      } catch (err) {
+        // already closing
+      }
+    }
+  };
+
+  RealtimeClient.prototype._handleClose = function (code, reason) {
+    var wasConnected = this.state === "connected";
+    this._ws = null;
+    this._dropSocket();
+    this._afterClose(code, reason, wasConnected);
+  };
+
+  RealtimeClient.prototype._afterClose = function (code, reason, wasConnected) {
+    if (this._closed) return;
+    if (code === 1008) {
+      if (wasConnected) this._emit("disconnected", { code: code, reason: reason, reconnect: false });
+      this._stop({ code: "policy_violation", message: reason || "closed by the server (1008)", closeCode: code });
+      return;
+    }
+    var delay;
+    if (code === 1012) {
+      // the server restarts: come back soon, spread out so that every page does not arrive at once
+      delay = randomBetween(100, this.options.restartDelay);
+      this._attempt++;
+    } else if (code === 1013) {
+      var match = /retry-after=(\d+(?:\.\d+)?)/i.exec(reason);
+      var wait = match ? parseFloat(match[1]) * 1000 : 0;
+      delay = wait > 0 ? wait + randomBetween(0, Math.max(1000, wait * 0.5)) : randomBetween(500, this.options.restartDelay * 2);
+      this._attempt++;
+    } else {
+      delay = this._backoff();
+    }
+    this._scheduleReconnect(delay, { code: code, reason: reason, wasConnected: wasConnected });
+  };
+
+  RealtimeClient.prototype._scheduleReconnect = function (delay, closeInfo) {
+    if (this._closed) return;
+    this._clearTimer("_reconnectTimer");
+    this._setState("disconnected");
+    if (closeInfo && closeInfo.wasConnected) {
+      this._emit("disconnected", { code: closeInfo.code, reason: closeInfo.reason, reconnect: true, delay: delay });
+    }
+    var self = this;
+    this._reconnectTimer = setTimeout(function () {
+      self._reconnectTimer = null;
+      self._connect();
+    }, delay);
+  };
+
+  /** Full-jitter exponential back-off: random in [0, min(maxDelay, minDelay * 2^attempt)]. */
+  RealtimeClient.prototype._backoff = function () {
+    var ceiling = Math.min(this.options.maxDelay, this.options.minDelay * Math.pow(2, this._attempt));
+    this._attempt++;
+    return randomBetween(Math.min(50, ceiling), ceiling);
+  };
+
+  RealtimeClient.prototype._handleOnline = function () {
+    // the network is back: do not sit out a long back-off
+    if (this.state === "disconnected" && this._reconnectTimer) this._connect();
+  };
+
+  RealtimeClient.prototype._stop = function (error) {
+    this._closed = true;
+    this._dropSocket(1000, "client stopped");
+    this._clearTimer("_reconnectTimer");
+    if (root.removeEventListener) root.removeEventListener("online", this._onOnline);
+    this._setState("closed");
+    this._emit("error", error);
+  };
+
+  RealtimeClient.prototype._becomeReady = function () {
+    this._ready = true;
+    this._clearTimer("_connectTimer");
+    var self = this;
+    this._stableTimer = setTimeout(function () {
+      self._attempt = 0;
+    }, this.options.stableAfter);
+    this._setState("connected");
+    this._resubscribeAll();
+    this._emit("connected", { session: this.session, user: this.user });
+  };
+
+  RealtimeClient.prototype._resubscribeAll = function () {
+    var self = this;
+    this._subs.forEach(function (sub) {
+      if (sub.status === "pending") self._sendSubscribe(sub);
+    });
+  };
+
+  // ---------------------------------------------------------------- tokens
+
+  RealtimeClient.prototype._fetchToken = function () {
+    var self = this;
+    if (!this._tokenPromise) {
+      this._tokenPromise = Promise.resolve()
+        .then(function () {
+          return self._getToken();
+        })
+        .then(
+          function (token) {
+            self._tokenPromise = null;
+            if (typeof token !== "string" || !token) throw new Error("getToken must return a token string");
+            self._token = token;
+            return token;
+          },
+          function (err) {
+            self._tokenPromise = null;
+            throw err;
+          }
+        );
+    }
+    return this._tokenPromise;
+  };
+
+  RealtimeClient.prototype._sendAuth = function () {
+    var id = this._nextId++;
+    this._pending.set(String(id), { kind: "auth" });
+    this._send({ op: "auth", token: this._token, id: id });
+  };
+
+  /** The token expired (pushed by the server, or a reply): get a new one and authenticate again. */
+  RealtimeClient.prototype._refreshToken = function () {
+    if (this._refreshing) return;
+    if (!this._getToken) {
+      this._emit("error", { code: "token_expired", message: "the token expired and there is no getToken to renew it" });
+      return;
+    }
+    this._refreshing = true;
+    var ws = this._ws;
+    var self = this;
+    this._fetchToken().then(
+      function () {
+        self._refreshing = false;
+        if (ws === self._ws && ws) self._sendAuth();
+      },
+      function (err) {
+        self._refreshing = false;
+        self._emit("error", { code: "token_unavailable", message: "getToken failed: " + describe(err) });
+        if (ws === self._ws && ws) {
+          // reconnecting fetches a token again, with back-off
+          self._dropSocket(1000, "token unavailable");
+          self._afterClose(4001, "token unavailable", true);
+        }
+      }
+    );
+  };
+
+  // ---------------------------------------------------------------- messages
+
+  RealtimeClient.prototype._send = function (message) {
+    var ws = this._ws;
+    if (!ws || ws.readyState !== OPEN) return false;
+    var text = JSON.stringify(message);
+    if (this.options.debug && root.console) root.console.debug("realtime >", text);
+    ws.send(text);
+    return true;
+  };
+
+  RealtimeClient.prototype._receive = function (data) {
+    if (typeof data !== "string") return;
+    if (this.options.debug && root.console) root.console.debug("realtime <", data);
+    // one frame may carry several JSON objects separated by "\n"
+    var lines = data.split("\n");
+    for (var i = 0; i < lines.length; i++) {
+      var line = lines[i];
+      if (!line.trim()) continue;
+      var message;
+      try {
+        message = JSON.parse(line);
+      } catch (err) {
+        if (root.console) root.console.warn("realtime: ignoring a frame that is not JSON", line.slice(0, 200));
+        continue;
+      }
+      if (message && typeof message === "object") this._dispatch(message);
+      if (!this._ws) return; // the message closed the connection
+    }
+  };
+
+  RealtimeClient.prototype._dispatch = function (msg) {
+    var pending = null;
+    if (msg.id != null && this._pending.has(String(msg.id))) {
+      pending = this._pending.get(String(msg.id));
+      this._pending.delete(String(msg.id));
+    }
+    switch (msg.op) {
+      case "event":
+        this._onEvent(msg);
+        break;
+      case "welcome":
+        this._onWelcome(msg);
+        break;
+      case "authed":
+        this._onAuthed(msg);
+        break;
+      case "subscribed":
+        this._onSubscribed(msg, pending);
+        break;
+      case "unsubscribed":
+        if (!pending) this._onDropped(msg);
+        break;
+      case "error":
+        this._onError(msg, pending);
+        break;
+      default:
+        break; // pong and anything newer than this client
+    }
+  };
+
+  RealtimeClient.prototype._onWelcome = function (msg) {
+    this.session = msg.session || null;
+    if (typeof msg.time === "number") this.serverTimeOffset = msg.time - Date.now();
+    this._authRetried = false;
+    if (this._token) this._sendAuth();
+    else this._becomeReady();
+  };
+
+  RealtimeClient.prototype._onAuthed = function (msg) {
+    this.user = msg.user != null ? String(msg.user) : null;
+    this._authRetried = false;
+    if (!this._ready) this._becomeReady();
+    else this._resubscribeAll(); // channels dropped while the token was expired
+  };
+
+  RealtimeClient.prototype._sendSubscribe = function (sub) {
+    var id = this._nextId++;
+    var command = { op: "subscribe", channel: sub.channel, id: id };
+    if (sub.epoch !== null) command.since = { epoch: sub.epoch, offset: sub.offset };
+    sub._sentSince = command.since || null;
+    sub.status = "sent";
+    this._pending.set(String(id), { kind: "subscribe", sub: sub });
+    this._send(command);
+  };
+
+  RealtimeClient.prototype._onSubscribed = function (msg, pending) {
+    var sub = pending && pending.kind === "subscribe" ? pending.sub : this._subs.get(msg.channel);
+    if (!sub || this._subs.get(sub.channel) !== sub || !sub.active) return; // a stale reply
+    var since = sub._sentSince;
+    sub._sentSince = null;
+    sub.status = "live";
+    var recovered = msg.recovered === true && (pending ? since !== null : true) && sub.epoch === String(msg.epoch);
+    if (recovered) {
+      var missed = Array.isArray(msg.missed) ? msg.missed : [];
+      for (var i = 0; i < missed.length; i++) this._deliver(sub, missed[i]);
+      if (typeof msg.offset === "number" && msg.offset > sub.offset) sub.offset = msg.offset;
+    } else {
+      // first subscribe, or the server could not fill the gap: resync from the state
+      sub.epoch = msg.epoch != null ? String(msg.epoch) : null;
+      sub.offset = typeof msg.offset === "number" ? msg.offset : 0;
+      callSafely(sub._handlers.onState, sub, msg.state || null, "onState");
+    }
+  };
+
+  RealtimeClient.prototype._onEvent = function (msg) {
+    var sub = this._subs.get(msg.channel);
+    // before `subscribed` the reply's state/missed cover everything: nothing to do yet
+    if (sub && sub.status === "live") this._deliver(sub, msg);
+  };
+
+  RealtimeClient.prototype._deliver = function (sub, event) {
+    if (typeof event.offset === "number") {
+      if (event.offset <= sub.offset) return; // already delivered (same epoch)
+      sub.offset = event.offset;
+    }
+    callSafely(sub._handlers.onEvent, sub, event, "onEvent");
+  };
+
+  RealtimeClient.prototype._onDropped = function (msg) {
+    var sub = this._subs.get(msg.channel);
+    if (!sub || !sub.active) return;
+    var reason = msg.reason || "";
+    if (/expired/i.test(reason) && this._getToken) {
+      // dropped because the token expired: subscribe again once re-authenticated
+      sub.status = "pending";
+      this._refreshToken();
+      return;
+    }
+    this._subs.delete(sub.channel);
+    sub.status = "closed";
+    callSafely(sub._handlers.onUnsubscribed, sub, reason, "onUnsubscribed");
+    this._emit("unsubscribed", { channel: sub.channel, reason: reason });
+  };
+
+  RealtimeClient.prototype._onError = function (msg, pending) {
+    var err = { code: msg.code || "error", message: msg.message || "", channel: msg.channel || null };
+    if (pending && pending.kind === "auth") {
+      if (err.code === "token_expired" && this._getToken && !this._authRetried) {
+        this._authRetried = true;
+        this._token = null;
+        this._refreshToken();
+        return;
+      }
+      this._stop(err); // a token the server refuses will not get better by retrying
+      return;
+    }
+    var sub = pending && pending.kind === "subscribe" ? pending.sub : null;
+    if (!sub && !pending && msg.channel) {
+      var candidate = this._subs.get(msg.channel);
+      if (candidate && candidate.status === "sent") sub = candidate;
+    }
+    if (sub) {
+      this._onSubscribeError(sub, err);
+      return;
+    }
+    if (!pending && err.code === "token_expired") {
+      this._refreshToken(); // pushed when the connection's token expires
+      return;
+    }
+    this._emit("error", err);
+  };
+
+  RealtimeClient.prototype._onSubscribeError = function (sub, err) {
+    if (this._subs.get(sub.channel) !== sub || !sub.active) return;
+    var self = this;
+    if (err.code === "rate_limited") {
+      sub.status = "pending";
+      sub._retryTimer = setTimeout(function () {
+        sub._retryTimer = null;
+        if (self._ready && sub.status === "pending") self._sendSubscribe(sub);
+      }, randomBetween(1000, 3000));
+      return;
+    }
+    if (err.code === "token_expired" && this._getToken) {
+      sub.status = "pending";
+      this._refreshToken();
+      return;
+    }
+    this._subs.delete(sub.channel);
+    sub.status = "failed";
+    sub.error = err;
+    callSafely(sub._handlers.onError, sub, err, "onError");
+    this._emit("error", err);
+  };
+
+  RealtimeClient.prototype._unsubscribe = function (sub) {
+    if (this._subs.get(sub.channel) !== sub) return;
+    this._subs.delete(sub.channel);
+    var wasSent = sub.status === "live" || sub.status === "sent";
+    sub.status = "closed";
+    if (sub._retryTimer) {
+      clearTimeout(sub._retryTimer);
+      sub._retryTimer = null;
+    }
+    if (wasSent && this._ready) {
+      var id = this._nextId++;
+      this._pending.set(String(id), { kind: "unsubscribe", sub: sub });
+      this._send({ op: "unsubscribe", channel: sub.channel, id: id });
+    }
+  };
+
+  // ---------------------------------------------------------------- helpers
+
+  RealtimeClient.prototype._setState = function (state) {
+    if (this.state === state) return;
+    this.state = state;
+    this._emit("state", state);
+  };
+
+  RealtimeClient.prototype._emit = function (name, detail) {
+    var list = (this._listeners[name] || []).slice();
+    if (name === "error" && list.length === 0 && root.console) {
+      root.console.error("realtime: " + detail.code + (detail.message ? ": " + detail.message : ""));
+    }
+    for (var i = 0; i < list.length; i++) callSafely(list[i], this, detail, name);
+  };
+
+  RealtimeClient.prototype._clearTimer = function (name) {
+    if (this[name]) {
+      clearTimeout(this[name]);
+      this[name] = null;
+    }
+  };
+
+  function describe(err) {
+    return err && err.message ? err.message : String(err);
+  }
+
+  RealtimeClient.Subscription = Subscription;
+  RealtimeClient.version = "1.0.0";
+  root.RealtimeClient = RealtimeClient;
+  if (typeof module === "object" && module && module.exports) module.exports = RealtimeClient;
+})(typeof window !== "undefined" ? window : globalThis);
