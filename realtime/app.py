@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -87,7 +88,11 @@ class PublishHandler(_Handler):
             for envelope in envelopes:
                 published = await self.ctx.node.publish(envelope)
                 results.append(
-                    {"channel": published.channel, "offset": published.offset, "epoch": published.epoch}
+                    {
+                        "channel": published.channel,
+                        "offset": published.offset,
+                        "epoch": published.epoch,
+                    }
                 )
         except BrokerUnavailable as exc:
             # the envelopes before this one are published: say which
@@ -105,6 +110,7 @@ class HealthHandler(_Handler):
             "broker": ctx.node.broker.status,
             "connections": len(ctx.connections),
             "channels": ctx.node.hub.channel_count,
+            "pid": os.getpid(),  # which worker answered, under --workers
         }
         if ctx.shutting_down:
             self.send_json(503, {"status": "unavailable", "reason": "shutting down", **body})

@@ -43,9 +43,9 @@ def verify_token(token: object, secret: str, require_exp: bool = False) -> Ident
     """
     if not isinstance(token, str) or not token:
         raise ProtocolError(ErrorCode.BAD_REQUEST, "'token' must be a non-empty string")
-    options = {"require": ["sub", "exp"] if require_exp else ["sub"]}
+    required = ["sub", "exp"] if require_exp else ["sub"]
     try:
-        claims = jwt.decode(token, secret, algorithms=ALGORITHMS, options=options)
+        claims = jwt.decode(token, secret, algorithms=ALGORITHMS, options={"require": required})
     except jwt.ExpiredSignatureError:
         raise ProtocolError(ErrorCode.TOKEN_EXPIRED, "token has expired") from None
     except jwt.InvalidTokenError as exc:
@@ -79,17 +79,12 @@ def check_channel(namespaces: Mapping[str, Namespace], identity: Identity, chann
     namespace_name, rest = channel.split(":", 1)
     namespace = namespaces.get(namespace_name)
     if namespace is None:
-        raise ProtocolError(
-            ErrorCode.UNKNOWN_CHANNEL, f"no namespace {namespace_name!r}", channel
-        )
+        raise ProtocolError(ErrorCode.UNKNOWN_CHANNEL, f"no namespace {namespace_name!r}", channel)
     if namespace.access == "public":
         return channel
     if identity.user is None:
         raise ProtocolError(ErrorCode.UNAUTHORIZED, "this channel needs a token", channel)
-    if namespace.access == "user":
-        allowed = rest == identity.user
-    else:
-        allowed = identity.grants(channel)
+    allowed = rest == identity.user if namespace.access == "user" else identity.grants(channel)
     if not allowed:
         raise ProtocolError(ErrorCode.FORBIDDEN, "the token does not allow this channel", channel)
     return channel

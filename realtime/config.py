@@ -42,6 +42,8 @@ def default_namespaces() -> dict[str, Namespace]:
         "contest": Namespace(access="public"),
         "user": Namespace(access="user"),
         "submission": Namespace(access="granted"),
+        # the unfrozen board of a contest's jury (docs/LEADERBOARDS.md); an addition
+        "jury": Namespace(access="granted", coalesce_ms=500),
     }
 
 
@@ -70,6 +72,7 @@ class Settings:
     # [limits]
     max_connections: int = 50000
     max_connections_per_ip: int = 0  # 0 = unlimited
+    max_connect_rate: float = 2000.0  # new connections a second per process; 0 = unlimited
     max_send_buffer: int = 1048576
     max_message_size: int = 65536
     max_subscriptions: int = 100
@@ -112,6 +115,7 @@ SECTIONS: dict[str, str] = {
     "require_exp": "auth",
     "max_connections": "limits",
     "max_connections_per_ip": "limits",
+    "max_connect_rate": "limits",
     "max_send_buffer": "limits",
     "max_message_size": "limits",
     "max_subscriptions": "limits",
@@ -237,6 +241,7 @@ _VALIDATORS: list[tuple[str, Callable[[Any], bool], str]] = [
     ("unsubscribe_grace", lambda v: 0 <= v <= 3600, "between 0 and 3600 seconds"),
     ("max_connections", lambda v: v >= 1, "at least 1"),
     ("max_connections_per_ip", lambda v: v >= 0, "0 (unlimited) or more"),
+    ("max_connect_rate", lambda v: v >= 0, "0 (unlimited) or more per second"),
     ("max_send_buffer", lambda v: v >= 1024, "at least 1024 bytes"),
     ("max_message_size", lambda v: 128 <= v <= 16 * 1048576, "between 128 bytes and 16 MiB"),
     ("max_subscriptions", lambda v: v >= 1, "at least 1"),
@@ -248,7 +253,11 @@ _VALIDATORS: list[tuple[str, Callable[[Any], bool], str]] = [
     ("history_size", lambda v: 0 <= v <= 100000, "between 0 and 100000"),
     ("history_ttl", lambda v: v >= 1, "at least 1 second"),
     ("meta_ttl", lambda v: v >= 0, "0 (never expire) or more seconds"),
-    ("log_level", lambda v: v.upper() in ("DEBUG", "INFO", "WARNING", "ERROR"), "DEBUG|INFO|WARNING|ERROR"),
+    (
+        "log_level",
+        lambda v: v.upper() in ("DEBUG", "INFO", "WARNING", "ERROR"),
+        "DEBUG|INFO|WARNING|ERROR",
+    ),
 ]
 
 
@@ -272,9 +281,7 @@ def validate(settings: Settings) -> Settings:
         value = getattr(settings, name)
         if not ok(value):
             raise ConfigError(f"{name}: must be {expected}, got {value!r}")
-    _check_url(
-        "broker_url", settings.broker_url, ("memory", "redis", "rediss", "amqp", "amqps")
-    )
+    _check_url("broker_url", settings.broker_url, ("memory", "redis", "rediss", "amqp", "amqps"))
     _check_url("redis_url", settings.redis_url, ("redis", "rediss"))
     if settings.redis_url and not settings.broker_url.startswith("amqp"):
         raise ConfigError("redis_url: only used with an amqp:// broker (redis:// stores in itself)")
@@ -289,8 +296,8 @@ def validate(settings: Settings) -> Settings:
             raise ConfigError(
                 f"secret: {env_name('secret')} is required (or run with --dev for local use)"
             )
-    elif len(settings.secret) < 16 and not (settings.dev or settings.demo):
-        raise ConfigError("secret: use at least 16 characters for an HS256 key")
+    elif len(settings.secret) < 32 and not (settings.dev or settings.demo):
+        raise ConfigError("secret: use at least 32 characters for an HS256 key (RFC 7518 3.2)")
     return dataclasses.replace(settings, **changes)
 
 

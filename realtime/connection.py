@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import secrets
 import socket
 import time
 from typing import Any
 
+import orjson
 import tornado.websocket
 from tornado.iostream import StreamClosedError
 
@@ -26,6 +28,7 @@ from realtime.frames import text_frame
 from realtime.protocol import Action, Close, Reply, Session, Subscribe, Unsubscribe
 
 logger = logging.getLogger(__name__)
+audit = logging.getLogger("realtime.audit")
 
 REFUSED_CODES = frozenset({ErrorCode.UNAUTHORIZED, ErrorCode.FORBIDDEN, ErrorCode.TOKEN_EXPIRED})
 
@@ -60,6 +63,7 @@ class WebSocketConnection(tornado.websocket.WebSocketHandler):
         self._closing = False
         self._token_timer: Any = None
         self._ip = ""
+        self._opened = time.monotonic()
 
     # -- handshake -------------------------------------------------------------------
 
@@ -76,9 +80,14 @@ class WebSocketConnection(tornado.websocket.WebSocketHandler):
             and ctx.per_ip[self._ip] >= ctx.settings.max_connections_per_ip
         ):
             refusal = "connection limit per address reached"
+        elif ctx.connect_bucket is not None and not ctx.connect_bucket.take():
+            # the contest-start herd: answer the excess at once, spread their retries
+            refusal = "too many new connections, retry later"
         if refusal is not None:
+            ctx.metrics.refused_connections.inc()
+            logger.info("handshake refused from %s: %s", self._ip, refusal)
             self.set_status(503)
-            self.set_header("Retry-After", "5")
+            self.set_header("Retry-After", str(random.randint(1, 5)))
             self.finish(refusal)
             return
         await super().get(*args, **kwargs)
@@ -107,10 +116,11 @@ class WebSocketConnection(tornado.websocket.WebSocketHandler):
         ctx.connections.add(self)
         ctx.per_ip[self._ip] += 1
         ctx.metrics.connections.set(len(ctx.connections))
-        stream = self.ws_connection.stream if self.ws_connection else None  # type: ignore[attr-defined]
+        stream = self.ws_connection.stream if self.ws_connection else None
         if stream is not None and stream.socket is not None:
             stream.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        logger.debug("connection %s opened from %s", self.session_id, self._ip)
+        self._opened = time.monotonic()
+        logger.info("connection %s opened from %s", self.session_id, self._ip)
         self._send(messages.welcome(self.session_id, ctx.settings.heartbeat))
 
     # -- client commands -------------------------------------------------------------
@@ -141,16 +151,21 @@ class WebSocketConnection(tornado.websocket.WebSocketHandler):
             self._close(action.code, action.reason)
 
     def _count_refusal(self, data: bytes) -> None:
-        if data.startswith(b'{"op":"error"'):
-            for code in REFUSED_CODES:
-                if b'"code":"%s"' % code.value.encode() in data:
-                    self.ctx.metrics.auth_failures.labels(code.value).inc()
-                    logger.info(
-                        "refused %s for connection %s user=%s",
-                        code.value,
-                        self.session_id,
-                        self.session.identity.user,
-                    )
+        if not data.startswith(b'{"op":"error"'):
+            return
+        for code in REFUSED_CODES:
+            if b'"code":"%s"' % code.value.encode() in data:
+                self.ctx.metrics.auth_failures.labels(code.value).inc()
+                # audit line: lets an operator spot probing of other users' channels
+                channel = orjson.loads(data).get("channel")
+                audit.warning(
+                    "denied user=%s ip=%s channel=%s reason=%s connection=%s",
+                    self.session.identity.user,
+                    self._ip,
+                    channel,
+                    code.value,
+                    self.session_id,
+                )
 
     async def _subscribe(self, action: Subscribe) -> None:
         channel = action.channel
@@ -176,7 +191,7 @@ class WebSocketConnection(tornado.websocket.WebSocketHandler):
     def _with_id(reply: bytes, command_id: str | int | None) -> bytes:
         if command_id is None:
             return reply
-        return reply[:-1] + b',"id":' + messages.orjson.dumps(command_id) + b"}"
+        return reply[:-1] + b',"id":' + orjson.dumps(command_id) + b"}"
 
     def _drop(self, channel: str) -> None:
         self._offsets.pop(channel, None)
@@ -262,8 +277,8 @@ class WebSocketConnection(tornado.websocket.WebSocketHandler):
         conn = self.ws_connection
         if conn is None or self._closing:
             return
-        stream = conn.stream  # type: ignore[attr-defined]
-        if stream.closed():
+        stream = conn.stream
+        if stream is None or stream.closed():
             return
         if self._queued == 0 and not stream.writing():
             # fast path: nothing buffered, so writing straight to the socket keeps order
@@ -322,7 +337,8 @@ class WebSocketConnection(tornado.websocket.WebSocketHandler):
         self._out = []
         conn = self.ws_connection
         if conn is not None:
-            conn.stream.close()  # type: ignore[attr-defined]
+            if conn.stream is not None:
+                conn.stream.close()
 
     def on_close(self) -> None:
         ctx = self.ctx
@@ -339,8 +355,15 @@ class WebSocketConnection(tornado.websocket.WebSocketHandler):
             if ctx.per_ip[self._ip] <= 0:
                 del ctx.per_ip[self._ip]
         ctx.metrics.connections.set(len(ctx.connections))
-        logger.debug(
-            "connection %s closed (code=%s)", self.session_id, self.close_code
+        if ctx.shutting_down and not ctx.connections:
+            ctx.all_closed.set()
+        logger.info(
+            "connection %s closed from %s: code=%s user=%s after %.1fs",
+            self.session_id,
+            self._ip,
+            self.close_code,
+            self.session.identity.user,
+            time.monotonic() - self._opened,
         )
 
     def shutdown(self) -> None:

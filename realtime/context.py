@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -9,6 +10,7 @@ from typing import TYPE_CHECKING
 from realtime.config import Settings
 from realtime.metrics import Metrics
 from realtime.node import Node
+from realtime.protocol import TokenBucket
 
 if TYPE_CHECKING:
     from realtime.connection import WebSocketConnection
@@ -24,6 +26,9 @@ class ServerContext:
     connections: set[WebSocketConnection] = field(default_factory=set)
     per_ip: Counter[str] = field(default_factory=Counter)
     shutting_down: bool = False
+    all_closed: asyncio.Event = field(default_factory=asyncio.Event)  # set while draining
+    # admits new connections at settings.max_connect_rate (None: unlimited)
+    connect_bucket: TokenBucket | None = None
     # connections with frames queued in this loop tick; written together in one callback
     dirty: list[WebSocketConnection] = field(default_factory=list)
     flush_scheduled: bool = False

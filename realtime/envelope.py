@@ -7,6 +7,7 @@ its offset is assigned; every later step (history, pub/sub, fan-out) moves those
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -108,10 +109,12 @@ def envelope_from_obj(obj: Any) -> Envelope:
 
 def envelopes_from_body(body: bytes) -> list[Envelope]:
     """Parse an HTTP publish body: one envelope or a JSON list of them."""
+    # the stdlib parser keeps integers exact (orjson would turn a 30-digit id into a float),
+    # so an integer that cannot be sent as a 64-bit number is refused, not silently rounded
     try:
-        obj = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise PublishError(f"body is not valid JSON: {exc}") from exc
+        obj = json.loads(body)
+    except (ValueError, RecursionError) as exc:
+        raise PublishError(f"body is not valid JSON: {str(exc)[:200]}") from None
     items = obj if isinstance(obj, list) else [obj]
     if not items:
         raise PublishError("empty list: nothing to publish")

@@ -90,7 +90,7 @@ def _parse_since(raw: Any) -> Since | None:
     if raw is None:
         return None
     if not isinstance(raw, dict):
-        raise ProtocolError(ErrorCode.BAD_REQUEST, "'since' must be {\"epoch\":..,\"offset\":..}")
+        raise ProtocolError(ErrorCode.BAD_REQUEST, '\'since\' must be {"epoch":..,"offset":..}')
     epoch, offset = raw.get("epoch"), raw.get("offset")
     if not isinstance(epoch, str) or len(epoch) > 64:
         raise ProtocolError(ErrorCode.BAD_REQUEST, "'since.epoch' must be a string")
@@ -108,7 +108,12 @@ def _with_id(obj: dict[str, Any], cmd_id: str | int | None) -> dict[str, Any]:
 def welcome(session: str, heartbeat: int) -> bytes:
     """The first message of every connection."""
     return orjson.dumps(
-        {"op": "welcome", "session": session, "heartbeat": heartbeat, "time": int(time.time() * 1000)}
+        {
+            "op": "welcome",
+            "session": session,
+            "heartbeat": heartbeat,
+            "time": int(time.time() * 1000),
+        }
     )
 
 

@@ -239,8 +239,8 @@ class Node:
                 delay = min(delay * 2, 5.0)
         if snap.epoch == track.epoch:
             newer = [e for e in snap.history if e.offset > track.offset]
-            complete = (newer[0].offset == track.offset + 1) if newer else (
-                snap.offset <= track.offset
+            complete = (
+                (newer[0].offset == track.offset + 1) if newer else (snap.offset <= track.offset)
             )
             if not complete:
                 self._resync(channel, track, snap)

@@ -10,6 +10,7 @@ import signal
 import socket
 import sys
 import time
+
 import tornado.httpserver
 import tornado.netutil
 
@@ -19,6 +20,7 @@ from realtime.config import Settings
 from realtime.context import ServerContext
 from realtime.metrics import Metrics
 from realtime.node import Node
+from realtime.protocol import TokenBucket
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +42,9 @@ class Server:
         broker = create_broker(self.settings)
         node = Node(self.settings, broker, metrics)
         self.ctx = ServerContext(settings=self.settings, node=node, metrics=metrics)
+        rate = self.settings.max_connect_rate
+        if rate > 0:
+            self.ctx.connect_bucket = TokenBucket(rate, max(1, int(rate)), time.monotonic)
         app = make_app(self.ctx)
         self._http = tornado.httpserver.HTTPServer(app, xheaders=True, idle_connection_timeout=60)
         sockets = self._sockets or tornado.netutil.bind_sockets(
@@ -73,9 +78,11 @@ class Server:
         logger.info("shutting down: closing %d connections with 1012", count)
         for conn in list(ctx.connections):
             conn.shutdown()
-        deadline = time.monotonic() + self.settings.shutdown_timeout - 0.5
-        while ctx.connections and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
+        if ctx.connections:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    ctx.all_closed.wait(), max(0.1, self.settings.shutdown_timeout - 0.5)
+                )
         for conn in list(ctx.connections):
             conn.abort()  # peers that never answered the close frame
         for task in self._background:
@@ -111,7 +118,8 @@ def serve(settings: Settings) -> int:
     if settings.workers > 1:
         from realtime.workers import supervise
 
-        return supervise(settings)
+        code: int = supervise(settings)
+        return code
     _install_loop()
     asyncio.run(Server(settings).run())
     return 0

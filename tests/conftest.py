@@ -29,7 +29,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 REDIS_URL = os.environ.get("REALTIME_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 AMQP_URL = os.environ.get("REALTIME_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
-TEST_SECRET = "test-secret-0123456789abcdef"
+TEST_SECRET = "test-secret-0123456789abcdef0123456789"
 TEST_API_KEY = "test-api-key"
 
 

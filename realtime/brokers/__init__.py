@@ -26,5 +26,6 @@ def create_broker(settings: Settings) -> Broker:
     if scheme in ("amqp", "amqps"):
         from realtime.brokers.rabbitmq import RabbitMQBroker
 
-        return RabbitMQBroker(settings)
+        broker: Broker = RabbitMQBroker(settings)
+        return broker
     raise ValueError(f"unsupported broker URL scheme {scheme!r}")  # config validated it

@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import random
+import re
 import time
 from typing import Any
 
@@ -90,7 +92,11 @@ class RedisStore:
     async def snapshot(self, channel: str, history: int) -> Snapshot:
         """Read epoch, offset, state and up to ``history`` newest events in one script."""
         keys = list(redis_layout.channel_keys(self._prefix, channel))
-        args = [min(history, self._history_size), redis_layout.new_epoch(), self._meta_ttl]
+        args: list[str | int] = [
+            min(history, self._history_size),
+            redis_layout.new_epoch(),
+            self._meta_ttl,
+        ]
         try:
             reply = await self._snapshot_script(keys=keys, args=args)
         except (RedisError, OSError) as exc:
@@ -101,7 +107,7 @@ class RedisStore:
         items = reply[3:]
         horizon_ms = (time.time() - self._history_ttl) * 1000
         first = offset - len(items) + 1  # history entries are consecutive, ending at offset
-        events = []
+        events: list[Event] = []
         for i, item in enumerate(items):
             stamp, _, data = bytes(item).partition(b" ")
             if float(stamp) < horizon_ms:
@@ -127,8 +133,9 @@ class _Subscriber:
     reported instead of being silently re-established behind the node's back.
     """
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, name: str) -> None:
         self._params = parse_url(url)
+        self._name = name
         self._ssl = url.startswith("rediss://")
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
@@ -145,12 +152,13 @@ class _Subscriber:
             username = self._params.get("username")
             args = ("AUTH", str(username), str(password)) if username else ("AUTH", str(password))
             await self.call(*args)
-        await self.call("PING")
+        # a name lets an operator (or a fault test) find and kill just this connection
+        await self.call("CLIENT", "SETNAME", self._name)
 
     async def call(self, *args: str) -> Any:
         """Send a command and read its reply (only before subscribing)."""
         self.send(*args)
-        reply = await self.read(timeout=5.0)
+        reply = await self.read(wait=5.0)
         if isinstance(reply, hiredis.ReplyError):
             raise RedisError(str(reply))
         return reply
@@ -159,14 +167,14 @@ class _Subscriber:
         assert self._writer is not None
         self._writer.write(_command(*args))
 
-    async def read(self, timeout: float) -> Any:
+    async def read(self, wait: float) -> Any:
         """Return the next reply, or raise TimeoutError / ConnectionError."""
         assert self._reader is not None
         while True:
             reply = self._parser.gets()
             if reply is not False:
                 return reply
-            data = await asyncio.wait_for(self._reader.read(262144), timeout=timeout)
+            data = await asyncio.wait_for(self._reader.read(262144), timeout=wait)
             if not data:
                 raise ConnectionError("redis closed the connection")
             self._parser.feed(data)
@@ -214,8 +222,13 @@ class RedisBroker:
 
     @property
     def status(self) -> str:
-        """"connected" or why not."""
+        """ "connected" or why not."""
         return self._status
+
+    @property
+    def connection_name(self) -> str:
+        """The CLIENT SETNAME of the pub/sub connection: realtime-sub:<prefix><pid>."""
+        return re.sub(r"[^A-Za-z0-9:_.\-]", "_", f"realtime-sub:{self._prefix}{os.getpid()}")
 
     @property
     def reconnects(self) -> int:
@@ -247,7 +260,7 @@ class RedisBroker:
         delays = backoff_delays()
         connected_once = False
         while True:
-            sub = _Subscriber(self._url)
+            sub = _Subscriber(self._url, self.connection_name)
             try:
                 await sub.connect()
                 if self._channels:
@@ -286,7 +299,7 @@ class RedisBroker:
         waiting_pong = False
         while True:
             try:
-                reply = await sub.read(timeout=self.PING_INTERVAL)
+                reply = await sub.read(wait=self.PING_INTERVAL)
             except TimeoutError:
                 if waiting_pong:
                     raise ConnectionError("redis did not answer a ping") from None
