@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -29,7 +30,10 @@ def _positive_int(raw: dict[str, Any], key: str, minimum: int) -> list[checks.Ch
 
 @checks.register("realtime")
 def check_realtime_settings(
-    app_configs: list[AppConfig] | None = None, **kwargs: Any
+    *,
+    app_configs: Sequence[AppConfig] | None = None,
+    databases: Sequence[str] | None = None,
+    **kwargs: Any,
 ) -> list[checks.CheckMessage]:
     """Report a missing secret, a bad broker/server URL, and out-of-range numbers."""
     from django.conf import settings
@@ -63,6 +67,14 @@ def check_realtime_settings(
                 "REALTIME['SECRET'] is missing: tokens cannot be signed.",
                 "E001",
                 "Set it to the realtime server's REALTIME_SECRET.",
+            )
+        )
+    elif len(secret) < 32:
+        errors.append(
+            _error(
+                "REALTIME['SECRET'] is shorter than 32 characters: the server refuses it.",
+                "E001",
+                "Use the realtime server's REALTIME_SECRET (at least 32 characters, RFC 7518 3.2).",
             )
         )
     broker = raw["BROKER_URL"]

@@ -92,7 +92,7 @@ def publish(
             type=envelope.type,
             data=envelope.data_json.decode(),
             state=envelope.state,
-            envelope_id=envelope.id,
+            envelope_id=envelope.id or "",  # make_envelope always sets one
         )
         return
     if transaction.get_connection(using).in_atomic_block:
@@ -115,10 +115,12 @@ def send(envelopes: Sequence[Envelope]) -> list[Published] | None:
             return get_transport().send(envelopes)
         except BrokerUnavailable as exc:
             if attempt >= settings.retries:
-                return _failed(envelopes, exc, settings.raise_on_error)
+                _failed(envelopes, exc, settings.raise_on_error)
+                return None
             logger.warning("realtime publish attempt %d failed: %s", attempt + 1, exc)
         except PublishError as exc:
-            return _failed(envelopes, exc, settings.raise_on_error)
+            _failed(envelopes, exc, settings.raise_on_error)
+            return None
         attempt += 1
         time.sleep(delay * random.uniform(0.5, 1.5))  # jitter: workers must not retry in step
         delay = min(delay * 2, 5.0)
@@ -134,4 +136,3 @@ def _failed(envelopes: Sequence[Envelope], exc: Exception, raise_it: bool) -> No
     )
     if raise_it:
         raise exc
-    return None

@@ -137,7 +137,7 @@ class RedisStore:
             pipe = self._client.pipeline(transaction=False)
             for channel in channels:
                 keys = list(channel_keys(self._settings.prefix, channel))
-                args = [0, new_epoch(), self._settings.meta_ttl]
+                args: list[str | int] = [0, new_epoch(), self._settings.meta_ttl]
                 self._snapshot(keys=keys, args=args, client=pipe)
             replies = pipe.execute()
         except (redis.RedisError, OSError) as exc:

@@ -22,6 +22,7 @@ from django_bridge.progress import (
     submission_verdict,
 )
 from judge.models import Submission
+from judge.standings import record_submission
 
 logger = logging.getLogger(__name__)
 
@@ -91,5 +92,9 @@ def judge(submission: Submission, speed: float = 1.0) -> str:
         # published when the row above is committed: the page never shows a verdict the
         # database does not have yet
         submission_verdict(sid, submission.user_id, verdict, results)
+    try:
+        record_submission(Submission.objects.select_related("problem__contest", "user").get(pk=sid))
+    except Exception:  # the board is a view of the verdicts: never lose a judged run over it
+        logger.exception("standings update failed for submission %s", sid)
     logger.info("judged submission %s: %s", sid, verdict)
     return verdict

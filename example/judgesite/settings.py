@@ -75,7 +75,7 @@ LOGOUT_REDIRECT_URL = "index"
 
 REALTIME = {
     "BROKER_URL": os.environ.get("REALTIME_BROKER_URL", "redis://127.0.0.1:6379/0"),
-    "SECRET": os.environ.get("REALTIME_SECRET", "example-secret-change-me"),
+    "SECRET": os.environ.get("REALTIME_SECRET", "example-secret-change-me-0123456789abcdef"),
     "URL": os.environ.get("REALTIME_PUBLIC_URL", "ws://127.0.0.1:8888/ws"),
     "API_KEY": os.environ.get("REALTIME_API_KEY", "example-api-key"),
     "PREFIX": os.environ.get("REALTIME_REDIS_PREFIX", "rt:"),

@@ -3,11 +3,12 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import path
-from judge import views
+from judge import standings, views
 
 urlpatterns = [
     path("", views.index, name="index"),
     path("contest/<int:contest_id>/", views.contest_detail, name="contest"),
+    path("contest/<int:contest_id>/standings/", standings.standings_view, name="standings"),
     path("problem/<int:problem_id>/", views.problem_detail, name="problem"),
     path("submission/<int:submission_id>/", views.submission_detail, name="submission"),
     path("login/", auth_views.LoginView.as_view(), name="login"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -93,11 +94,32 @@ def start_server(extra_env: dict[str, str], timeout: float = 20.0) -> RealtimeSe
         time.sleep(0.05)
 
 
+class RealtimeOverride:
+    """Change REALTIME by assigning a new dict, so Django's setting_changed fires."""
+
+    def __init__(self, settings: Any, initial: dict[str, Any]) -> None:
+        self._settings = settings
+        settings.REALTIME = initial
+
+    def __getitem__(self, key: str) -> Any:
+        return self._settings.REALTIME[key]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self._settings.REALTIME.get(key, default)
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self.update(**{key: value})
+
+    def update(self, **values: Any) -> None:
+        self._settings.REALTIME = {**self._settings.REALTIME, **values}
+
+
 class WsClient:
     """A blocking WebSocket client that speaks the contract (PROTOCOL.md sections 3-4)."""
 
     def __init__(self, url: str, token: str | None = None) -> None:
-        self.conn: ClientConnection = connect(url, open_timeout=5)
+        self._stack = contextlib.ExitStack()
+        self.conn: ClientConnection = self._stack.enter_context(connect(url, open_timeout=5))
         self.pending: list[dict[str, Any]] = []
         welcome = self.next(lambda m: True)
         assert welcome["op"] == "welcome", welcome
@@ -143,7 +165,7 @@ class WsClient:
         ]
 
     def close(self) -> None:
-        self.conn.close()
+        self._stack.close()
 
 
 def unique_channel(namespace: str = "contest") -> str:

@@ -12,8 +12,8 @@ import uuid
 
 RUN_ID = uuid.uuid4().hex[:10]
 REDIS_PREFIX = f"rtdj{RUN_ID}:"
-REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-SECRET = f"test-secret-{RUN_ID}"
+REDIS_URL = os.environ.get("REALTIME_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+SECRET = f"test-secret-of-the-bridge-tests-{RUN_ID}"
 API_KEY = f"test-api-key-{RUN_ID}"
 
 SECRET_KEY = "tests-only"

@@ -28,13 +28,15 @@ django.setup()
 
 import bridge_sample_settings as sample  # noqa: E402
 import redis  # noqa: E402
-from bridge_helpers import RealtimeServer, start_server  # noqa: E402
+from bridge_helpers import RealtimeOverride, RealtimeServer, start_server  # noqa: E402
+
+from tests.conftest import require_service  # noqa: E402
 
 
 @pytest.fixture(scope="session")
 def redis_client() -> Iterator[redis.Redis]:
     """A client of the shared Redis; removes this run's keys at the end."""
-    client = redis.Redis.from_url(sample.REDIS_URL)
+    client = redis.Redis.from_url(require_service(sample.REDIS_URL, 6379))
     client.ping()
     yield client
     keys = list(client.scan_iter(match=f"{sample.REDIS_PREFIX}*", count=1000))
@@ -44,7 +46,7 @@ def redis_client() -> Iterator[redis.Redis]:
 
 
 @pytest.fixture(scope="session")
-def redis_server(redis_client: redis.Redis) -> Iterator[RealtimeServer]:
+def bridge_server(redis_client: redis.Redis) -> Iterator[RealtimeServer]:
     """A real ``realtime serve`` process on the redis broker (this run's key prefix)."""
     server = start_server(
         {
@@ -59,7 +61,6 @@ def redis_server(redis_client: redis.Redis) -> Iterator[RealtimeServer]:
 
 
 @pytest.fixture
-def realtime_settings(settings: Any, redis_server: RealtimeServer) -> dict[str, Any]:
-    """Point REALTIME at the running server (redis transport); return the dict to tweak."""
-    settings.REALTIME = {**sample.REALTIME, "URL": redis_server.ws_url}
-    return settings.REALTIME
+def realtime_settings(settings: Any, bridge_server: RealtimeServer) -> RealtimeOverride:
+    """Point REALTIME at the running server (redis transport); item assignment changes it."""
+    return RealtimeOverride(settings, {**sample.REALTIME, "URL": bridge_server.ws_url})

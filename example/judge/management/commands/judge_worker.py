@@ -8,6 +8,7 @@ import time
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
+from django.db import OperationalError
 
 from judge.worker import claim_next, judge
 
@@ -25,7 +26,12 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         worker_id = f"{socket.gethostname()}:{os.getpid()}"
         while True:
-            submission = claim_next(worker_id)
+            try:
+                submission = claim_next(worker_id)
+            except OperationalError as exc:  # e.g. started by honcho before `migrate` ran
+                self.stderr.write(f"database not ready ({exc}); retrying")
+                time.sleep(1.0)
+                continue
             if submission is None:
                 if options["once"]:
                     return

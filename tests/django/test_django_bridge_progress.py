@@ -1,0 +1,111 @@
+"""Judge progress helpers: state never moves backwards, the verdict is final."""
+
+from __future__ import annotations
+
+import random
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from bridge_helpers import RealtimeOverride, RealtimeServer, WsClient
+from django.db import connection
+
+from django_bridge import realtime_token
+from django_bridge.progress import (
+    submission_compiling,
+    submission_queued,
+    submission_running,
+    submission_verdict,
+)
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def _sid() -> int:
+    return random.randint(10**8, 10**9)
+
+
+def _rank(event: dict[str, Any]) -> int:
+    data = event["data"]
+    return {"queued": 0, "compiling": 1, "done": 10**6}.get(data["status"]) or 1 + data["test"]
+
+
+def _client(server: RealtimeServer, sid: int, user: int = 7) -> WsClient:
+    token = realtime_token(user, channels=[f"submission:{sid}"], ttl=60)
+    return WsClient(server.ws_url, token=token)
+
+
+def test_stale_and_duplicate_updates_are_ignored(realtime_settings: RealtimeOverride) -> None:
+    """An update older than the current state, or after the verdict, is not applied."""
+    sid = _sid()
+    applied = [
+        submission_running(sid, 3, 5),
+        submission_running(sid, 2, 5),
+        submission_running(sid, 3, 5),
+        submission_verdict(sid, 7, "WA", [{"test": 3, "verdict": "WA"}]),
+        submission_running(sid, 5, 5),
+        submission_verdict(sid, 7, "AC"),
+        submission_queued(sid),
+    ]
+    assert applied == [True, False, False, True, False, False, False]
+
+
+def test_shuffled_updates_from_workers_never_go_backwards(
+    realtime_settings: RealtimeOverride, bridge_server: RealtimeServer
+) -> None:
+    """Shuffled, duplicated updates from 3 threads reach a subscriber in rank order only."""
+    sid = _sid()
+    total = 6
+    updates: list[Callable[[], bool]] = [lambda: submission_queued(sid)]
+    updates.append(lambda: submission_compiling(sid))
+    updates += [lambda k=k: submission_running(sid, k, total) for k in range(1, total + 1)]
+    updates.append(lambda: submission_verdict(sid, 7, "AC", [{"test": 1, "verdict": "AC"}]))
+    work = updates * 2
+    random.Random(sid).shuffle(work)
+    ws = _client(bridge_server, sid)
+    ws.subscribe(f"submission:{sid}")
+    chunks = [work[i::3] for i in range(3)]
+
+    def worker(items: list[Callable[[], bool]]) -> None:
+        try:
+            for update in items:
+                update()
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=worker, args=(c,)) for c in chunks]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    received = [ws.next(lambda m: m["op"] == "event")]
+    while received[-1]["type"] != "judge.verdict":
+        received.append(ws.next(lambda m: m["op"] == "event"))
+    with pytest.raises(TimeoutError):
+        ws.next(lambda m: m["op"] == "event", timeout=0.3)
+    ws.close()
+    ranks = [_rank(e) for e in received]
+    assert ranks == sorted(set(ranks))
+    late = _client(bridge_server, sid)
+    try:
+        state = late.subscribe(f"submission:{sid}")["state"]
+    finally:
+        late.close()
+    assert state["type"] == "judge.verdict" and state["data"]["verdict"] == "AC"
+
+
+def test_verdict_notifies_user_channel(
+    realtime_settings: RealtimeOverride, bridge_server: RealtimeServer
+) -> None:
+    """The final verdict is also announced on user:<id>."""
+    sid = _sid()
+    ws = _client(bridge_server, sid, user=4242)
+    try:
+        ws.subscribe("user:4242")
+        submission_verdict(sid, 4242, "TLE", [{"test": 1, "verdict": "TLE"}])
+        [event] = ws.events("user:4242", 1)
+    finally:
+        ws.close()
+    assert event["type"] == "submission.judged"
+    assert event["data"] == {"submission": sid, "verdict": "TLE", "score": None}
