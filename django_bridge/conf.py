@@ -40,6 +40,9 @@ DEFAULTS: dict[str, Any] = {
     "TOKEN_TTL": 3600,
     "SERVER_URL": None,
     "CLIENT_JS_URL": None,
+    # read by django_bridge.leaderboard (standings store); None: REDIS_URL or a redis BROKER_URL
+    "LEADERBOARD_REDIS_URL": None,
+    "LEADERBOARD_PREFIX": "lb:",
 }
 
 

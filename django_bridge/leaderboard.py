@@ -323,7 +323,7 @@ class Leaderboard:
 
     def __init__(
         self,
-        client: redis.Redis[bytes],
+        client: redis.Redis,
         *,
         prefix: str = scripts.DEFAULT_PREFIX,
         publish: PublishFn | None = None,
@@ -416,6 +416,10 @@ class Leaderboard:
             jury_key, jury_row = build_row(contest, uid, attempts, name=label)
             freeze = None if unfrozen == b"1" else contest.freeze_ms
             pub_key, pub_row = build_row(contest, uid, attempts, until_ms=freeze, name=label)
+            # first seen after the freeze: stay off the public board until the unfreeze
+            hidden = freeze is not None and all(
+                a.at_ms >= freeze for items in attempts.values() for a in items
+            )
             reply = self._record(
                 keys=[
                     user_key,
@@ -431,7 +435,7 @@ class Leaderboard:
                     -jury_key,
                     _dumps(jury_row),
                     -pub_key,
-                    _dumps(pub_row),
+                    b"" if hidden else _dumps(pub_row),
                     contest.top_n,
                     scripts.user_prefix(self._prefix, cid),
                     name or "",

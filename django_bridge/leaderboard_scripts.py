@@ -66,7 +66,8 @@ end
 
 # KEYS: 1 user hash, 2 jury zset, 3 public zset, 4 meta
 # ARGV: 1 expected ver, 2 user, 3 attempts field, 4 attempts JSON, 5 jury zscore,
-#       6 jury row, 7 public zscore, 8 public row, 9 top n, 10 user hash stem, 11 name ("" = keep)
+#       6 jury row, 7 public zscore, 8 public row ("" = not on the public board), 9 top n,
+#       10 user hash stem, 11 name ("" = keep)
 # Returns {0} on a version conflict, else {1, jury changed, public changed, jury rank,
 # public rank, jury v, public v, unfrozen, [n, member, score, row ...] for each changed view
 # (jury first)}
@@ -80,12 +81,15 @@ local pub_score, pub_row = ARGV[7], ARGV[8]
 local unfrozen = redis.call("HGET", KEYS[4], "unfrozen") == "1"
 if unfrozen then pub_score, pub_row = ARGV[5], ARGV[6] end
 local jury_changed = redis.call("HGET", KEYS[1], "row:jury") ~= ARGV[6]
-local pub_changed = redis.call("HGET", KEYS[1], "row:public") ~= pub_row
-redis.call("HSET", KEYS[1], "ver", ver + 1, ARGV[3], ARGV[4], "row:jury", ARGV[6],
-  "row:public", pub_row)
+-- an empty public row: nothing visible before the freeze, the contestant stays off the board
+local pub_changed = pub_row ~= "" and redis.call("HGET", KEYS[1], "row:public") ~= pub_row
+redis.call("HSET", KEYS[1], "ver", ver + 1, ARGV[3], ARGV[4], "row:jury", ARGV[6])
 if ARGV[11] ~= "" then redis.call("HSET", KEYS[1], "name", ARGV[11]) end
 redis.call("ZADD", KEYS[2], ARGV[5], ARGV[2])
-redis.call("ZADD", KEYS[3], pub_score, ARGV[2])
+if pub_row ~= "" then
+  redis.call("HSET", KEYS[1], "row:public", pub_row)
+  redis.call("ZADD", KEYS[3], pub_score, ARGV[2])
+end
 local jv, pv = 0, 0
 if jury_changed then jv = redis.call("HINCRBY", KEYS[4], "v:jury", 1) end
 if pub_changed then pv = redis.call("HINCRBY", KEYS[4], "v:public", 1) end

@@ -262,16 +262,15 @@ class WebSocketConnection(tornado.websocket.WebSocketHandler):
                 ctx.flush_scheduled = True
                 asyncio.get_running_loop().call_soon(_flush_all, ctx)
 
-    def _flush(self) -> None:
+    def _flush(self) -> int:
+        """Write what this tick queued in one send; return the bytes written."""
         out = self._out
         if not out:
-            return
+            return 0
         data = out[0] if len(out) == 1 else b"".join(out)
-        metrics = self.ctx.metrics
-        metrics.messages_out.inc(len(out))
-        metrics.bytes_out.inc(len(data))
         self._out = []
         self._write(data)
+        return len(data)
 
     def _write(self, data: bytes) -> None:
         conn = self.ws_connection
@@ -326,7 +325,7 @@ class WebSocketConnection(tornado.websocket.WebSocketHandler):
     def _close(self, code: int, reason: str) -> None:
         if self._closing:
             return
-        self._flush()
+        self.ctx.metrics.bytes_out.inc(self._flush())
         self._closing = True
         self._out = []
         self.close(code, reason)
@@ -372,7 +371,13 @@ class WebSocketConnection(tornado.websocket.WebSocketHandler):
 
 
 def _flush_all(ctx: ServerContext) -> None:
+    """Write every connection's queued frames (one callback per loop tick)."""
     ctx.flush_scheduled = False
     dirty, ctx.dirty = ctx.dirty, []
+    frames = sum(len(conn._out) for conn in dirty)
+    sent = 0
     for conn in dirty:
-        conn._flush()
+        sent += conn._flush()
+    # counted once per tick: a prometheus inc per connection would cost as much as the send
+    ctx.metrics.messages_out.inc(frames)
+    ctx.metrics.bytes_out.inc(sent)

@@ -42,6 +42,7 @@ class _Track:
     busy: bool = True  # initialising or filling a gap: events queue up meanwhile
     queue: deque[Event] = field(default_factory=deque)
     release: Any = None  # the grace-period timer after the last subscriber left
+    subscribed: asyncio.Future[None] | None = None  # done when the broker confirmed
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +69,7 @@ class Node:
         )
         self._tracks: dict[str, _Track] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._batches: dict[tuple[str, int], asyncio.Future[Snapshot]] = {}
         self._was_healthy = False
         self._ever_healthy = False
 
@@ -116,23 +118,23 @@ class Node:
             BrokerUnavailable: the store could not be read; the subscriber was removed.
         """
         track = self._tracks.get(channel)
-        new = track is None
         if track is None:
-            track = self._tracks[channel] = _Track()
+            track = self._tracks[channel] = _Track(subscribed=self._loop.create_future())
+            self._spawn(self._subscribe_broker(channel, track))
         elif track.release is not None:
             track.release.cancel()
             track.release = None
         self.hub.add(channel, subscriber)
         self._update_gauges()
         try:
-            if new:
-                await self.broker.subscribe(channel)
+            # every subscriber waits for the broker subscription: a store read taken before
+            # it could miss an event that pub/sub never brings
+            assert track.subscribed is not None
+            await asyncio.shield(track.subscribed)
             want = self.settings.history_size if since is not None else 0
-            snap = await self.broker.snapshot(channel, want)
+            snap = await self._snapshot(channel, want)
         except BaseException:
             self.unsubscribe(subscriber, channel)
-            if new:
-                track.busy = False
             raise
         if track.epoch is None:
             # first reading of this channel: it is the baseline for gap detection
@@ -140,6 +142,46 @@ class Node:
             self._drain(channel, track)
         reply, offset = self._subscribed_reply(channel, snap, since)
         return SubscribeResult(reply, offset)
+
+    async def _subscribe_broker(self, channel: str, track: _Track) -> None:
+        try:
+            await self.broker.subscribe(channel)
+        except Exception as exc:
+            if self._tracks.get(channel) is track:
+                del self._tracks[channel]
+            assert track.subscribed is not None
+            track.subscribed.set_exception(BrokerUnavailable(f"subscribe {channel}: {exc}"))
+            track.subscribed.exception()  # retrieved: waiting subscribers get it via shield
+            return
+        assert track.subscribed is not None
+        track.subscribed.set_result(None)
+
+    def _snapshot(self, channel: str, want: int) -> asyncio.Future[Snapshot]:
+        """Read the store once for every subscriber that joined before the read starts.
+
+        A join storm (a contest page opened by hundreds at once) costs one store read per
+        channel per loop tick instead of one per subscriber. Joining an already started
+        read would be wrong: events between its reply and the join would be missed.
+        """
+        key = (channel, want)
+        batch = self._batches.get(key)
+        if batch is None:
+            batch = self._batches[key] = self._loop.create_future()
+            self._loop.call_soon(self._start_snapshot, key, batch)
+        return batch
+
+    def _start_snapshot(self, key: tuple[str, int], batch: asyncio.Future[Snapshot]) -> None:
+        if self._batches.get(key) is batch:
+            del self._batches[key]  # later joiners start a new read
+
+        async def read() -> None:
+            try:
+                batch.set_result(await self.broker.snapshot(*key))
+            except Exception as exc:
+                batch.set_exception(exc)
+                batch.exception()
+
+        self._spawn(read())
 
     def _subscribed_reply(
         self, channel: str, snap: Snapshot, since: Since | None

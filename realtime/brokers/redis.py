@@ -201,9 +201,11 @@ class RedisBroker:
     ) -> None:
         self._url = url
         self._prefix = prefix
-        self._client = aioredis.from_url(
-            url, socket_connect_timeout=3, socket_timeout=5, retry_on_timeout=False
+        # a blocking pool: a burst of store reads waits for a connection instead of failing
+        pool = aioredis.BlockingConnectionPool.from_url(
+            url, max_connections=32, timeout=5, socket_connect_timeout=3, socket_timeout=5
         )
+        self._client = aioredis.Redis(connection_pool=pool)
         self._store = RedisStore(self._client, prefix, history_size, history_ttl, meta_ttl)
         self._channels: set[str] = set()
         self._pending: dict[str, asyncio.Future[None]] = {}

@@ -8,20 +8,13 @@ test checks one outcome against a straightforward reference implementation of IC
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
-import os
 import random
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 import uuid
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -30,18 +23,24 @@ import redis
 import websockets
 
 from django_bridge.leaderboard import Contest, Leaderboard
+from tests.conftest import (
+    REDIS_URL,
+    TEST_SECRET,
+    ServerProcess,
+    free_port,
+    require_service,
+    server_env,
+)
 
 pytestmark = pytest.mark.timeout(180)
 
-ROOT = Path(__file__).resolve().parents[2]
-REDIS_URL = os.environ.get("REALTIME_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-SECRET = "burst-test-secret-0123456789"
 SEED = 20_240_905
 USERS = 300
 VERDICTS = 2_000
 TWINS = 12  # contestants whose attempts copy another's exactly: guaranteed ties
 PROBLEMS = "ABCDEFGH"
 WATCHERS = 200
+JOIN_WAVE = 40
 TOP_N = 60
 COALESCE_S = 0.5  # the leaderboard namespace's default coalesce_ms
 FRAME_SLACK = 3
@@ -128,42 +127,15 @@ def board_of(rows: list[dict[str, Any]]) -> list[tuple[int, str, int, int]]:
 # ------------------------------------------------------------------- processes and clients
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _wait_healthy(port: int, proc: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"realtime serve exited with {proc.returncode}")
-        with (
-            contextlib.suppress(OSError),
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as resp,
-        ):
-            if resp.status == 200:
-                return
-        time.sleep(0.05)
-    raise TimeoutError("realtime serve did not become healthy")
-
-
 @pytest.fixture(scope="module")
-def redis_client() -> Iterator[redis.Redis[bytes]]:
-    client: redis.Redis[bytes] = redis.Redis.from_url(REDIS_URL)
-    try:
-        client.ping()
-    except redis.ConnectionError:
-        if os.environ.get("CI") == "true":
-            raise
-        pytest.skip("Redis is not running on 127.0.0.1:6379")
+def redis_client() -> Iterator[redis.Redis]:
+    client: redis.Redis = redis.Redis.from_url(require_service(REDIS_URL, 6379))
     yield client
     client.close()
 
 
 @pytest.fixture(scope="module")
-def prefix(redis_client: redis.Redis[bytes]) -> Iterator[str]:
+def prefix(redis_client: redis.Redis) -> Iterator[str]:
     """A unique key prefix for the server, the bridge and the store; keys deleted after."""
     value = f"test-burst-{uuid.uuid4().hex[:10]}:"
     yield value
@@ -172,29 +144,18 @@ def prefix(redis_client: redis.Redis[bytes]) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def server(prefix: str) -> Iterator[int]:
+def server(prefix: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     """Run ``python -m realtime serve`` on the redis broker; yield its port."""
-    port = _free_port()
-    env = {
-        **os.environ,
-        "REALTIME_BROKER_URL": REDIS_URL,
-        "REALTIME_REDIS_PREFIX": prefix,
-        "REALTIME_SECRET": SECRET,
-        "REALTIME_LOG_LEVEL": "WARNING",
-    }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "realtime", "serve", "--port", str(port)], cwd=ROOT, env=env
+    process = ServerProcess(
+        port=free_port(),
+        env=server_env(broker_url=REDIS_URL, redis_prefix=prefix, log_level="WARNING"),
+        log_path=tmp_path_factory.mktemp("burst") / "server.log",
     )
     try:
-        _wait_healthy(port, proc)
-        yield port
+        process.start()
+        yield process.port
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        process.stop(timeout=10)
 
 
 @pytest.fixture(scope="module")
@@ -214,7 +175,7 @@ def bridge(server: int, prefix: str) -> Iterator[None]:
     realtime = {
         "BROKER_URL": REDIS_URL,
         "PREFIX": prefix,
-        "SECRET": SECRET,
+        "SECRET": TEST_SECRET,
         "URL": f"ws://127.0.0.1:{server}/ws",
         "RAISE_ON_ERROR": True,
     }
@@ -275,12 +236,15 @@ async def _run_burst(port: int, board: Leaderboard, contest: Contest) -> Burst:
     log = recorded_verdicts()
     watchers = [Watcher() for _ in range(WATCHERS)]
     ready = [asyncio.Event() for _ in watchers]
-    tasks = [
-        asyncio.create_task(_watch(url, channel, w, r))
-        for w, r in zip(watchers, ready, strict=True)
-    ]
+    tasks: list[asyncio.Task[None]] = []
     try:
-        await asyncio.wait_for(asyncio.gather(*(r.wait() for r in ready)), 30)
+        # join in waves: the burst under test is the verdicts, not a join storm
+        for first in range(0, WATCHERS, JOIN_WAVE):
+            wave = range(first, min(first + JOIN_WAVE, WATCHERS))
+            tasks += [
+                asyncio.create_task(_watch(url, channel, watchers[i], ready[i])) for i in wave
+            ]
+            await asyncio.wait_for(asyncio.gather(*(ready[i].wait() for i in wave)), 30)
 
         def replay() -> float:
             began = time.monotonic()
@@ -310,7 +274,7 @@ async def _run_burst(port: int, board: Leaderboard, contest: Contest) -> Burst:
 
 
 @pytest.fixture(scope="module")
-def burst(server: int, bridge: None, redis_client: redis.Redis[bytes], prefix: str) -> Burst:
+def burst(server: int, bridge: None, redis_client: redis.Redis, prefix: str) -> Burst:
     """Replay the log once through the bridge while the watchers watch."""
     contest = Contest(id=f"b{uuid.uuid4().hex[:8]}", top_n=TOP_N)
     board = Leaderboard(redis_client, prefix=prefix)  # publishes with django_bridge.publish

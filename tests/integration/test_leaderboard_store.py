@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -11,8 +10,8 @@ import pytest
 import redis
 
 from django_bridge.leaderboard import Contest, Leaderboard
+from tests.conftest import REDIS_URL, require_service
 
-REDIS_URL = os.environ.get("REALTIME_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 MIN = 60.0
 
 
@@ -30,14 +29,8 @@ class Sent:
 
 
 @pytest.fixture
-def client() -> Iterator[redis.Redis[bytes]]:
-    conn: redis.Redis[bytes] = redis.Redis.from_url(REDIS_URL)
-    try:
-        conn.ping()
-    except redis.ConnectionError:
-        if os.environ.get("CI") == "true":
-            raise
-        pytest.skip("Redis is not running on 127.0.0.1:6379")
+def client() -> Iterator[redis.Redis]:
+    conn: redis.Redis = redis.Redis.from_url(require_service(REDIS_URL, 6379))
     yield conn
     conn.close()
 
@@ -48,7 +41,7 @@ def sent() -> Sent:
 
 
 @pytest.fixture
-def board(client: redis.Redis[bytes], sent: Sent) -> Iterator[Leaderboard]:
+def board(client: redis.Redis, sent: Sent) -> Iterator[Leaderboard]:
     prefix = f"test-lb-{uuid.uuid4().hex[:10]}:"
     lb = Leaderboard(client, prefix=prefix, publish=sent)
     yield lb
@@ -134,6 +127,19 @@ def test_freeze_stops_public_board_while_jury_stays_live(board: Leaderboard, sen
     assert sent.on("jury:c1")[-1][1]["top"][0]["solved"] == 2
     public = board.row(contest, "u1")
     assert public is not None and public["solved"] == 1
+
+
+def test_contestant_first_seen_after_freeze_stays_off_public_board(
+    board: Leaderboard, sent: Sent
+) -> None:
+    """A contestant whose first submission is after the freeze appears only on the jury board."""
+    contest = Contest(id="c1", start=0, freeze_at=60 * MIN)
+    board.record_verdict(contest, "u1", "A", "AC", 10 * MIN)
+    result = board.record_verdict(contest, "late", "A", "AC", 61 * MIN)
+    assert (result.public_changed, result.public_rank, result.jury_rank) == (False, 0, 2)
+    assert [r["user"] for r in board.top(contest, 10)] == ["u1"]
+    assert [r["user"] for r in board.top(contest, 10, view="jury")] == ["u1", "late"]
+    assert sent.on("user:late") == []
 
 
 def test_unfreeze_publishes_final_standings(board: Leaderboard, sent: Sent) -> None:
