@@ -22,6 +22,7 @@ visitor sees a populated board at once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -40,6 +41,7 @@ LEADERBOARD_CHANNEL = "leaderboard:demo"
 ROUND_MINUTES = 15
 INTERMISSION_S = 30
 FIRST_ROUND_HEAD_START_S = 5 * 60
+HEAD_START_FEED = 20  # verdicts of the head start published for the feed
 TICK_S = 0.05
 BOARD_INTERVAL_MS = 300  # at most ~3 standings snapshots a second
 PENALTY_MINUTES = 20
@@ -205,15 +207,15 @@ class Contest:
     def _think_ms(self, agent: Agent, problem: Problem, *, retry: bool) -> int:
         skill = agent.contestant.skill
         if retry:
-            mean = 2 + 6 * problem.difficulty / skill
+            mean = 3 + 9 * problem.difficulty / skill
         else:
-            mean = 12 + 320 * problem.difficulty**2 / skill
+            mean = 8 + 300 * problem.difficulty**2 / skill
         return int(self.rng.expovariate(1 / mean) * 1000) + 1500
 
     def _accept_probability(self, agent: Agent, problem: Problem) -> float:
         tries = agent.cells[problem.id].rejected
-        p = 0.07 + 0.5 * (agent.contestant.skill - problem.difficulty) + 0.015 * tries
-        return min(max(p, 0.02), 0.6)
+        p = 0.16 + 0.6 * (agent.contestant.skill - problem.difficulty) + 0.04 * tries
+        return min(max(p, 0.04), 0.75)
 
     def due(self, now: int) -> list[Submission]:
         """Create the submissions whose time has come (none after the round's end)."""
@@ -229,7 +231,9 @@ class Contest:
                 verdict, stop_test = "AC", problem.tests
             else:
                 verdict = _weighted(self.rng, VERDICTS_REJECTED)
-                stop_test = 0 if verdict == "CE" else 1 + int(self.rng.random() ** 1.6 * problem.tests)
+                stop_test = (
+                    0 if verdict == "CE" else 1 + int(self.rng.random() ** 1.6 * problem.tests)
+                )
             sub = Submission(
                 id=self.next_id,
                 agent=agent,
@@ -277,13 +281,20 @@ class Contest:
             agent.order.append(agent.order.pop(0))  # stuck: try another problem first
         agent.next_at = now + self._think_ms(agent, agent.order[0], retry=True)
 
-    def fast_forward(self, until: int) -> None:
-        """Simulate the round up to ``until`` at once, judging instantly (a head start)."""
+    def fast_forward(self, until: int, keep: int = 0) -> list[Submission]:
+        """Simulate the round up to ``until`` at once, judging instantly (a head start).
+
+        Returns the last ``keep`` submissions judged, oldest first.
+        """
+        judged: list[Submission] = []
         now = self.start
         while now < until:
             for sub in self.due(now):
+                sub.test = sub.stop_test
                 self.finish(sub, now)
+                judged.append(sub)
             now += 1000
+        return judged[-keep:] if keep else []
 
     # -- what gets published
 
@@ -311,8 +322,8 @@ class Contest:
         result: list[dict[str, Any]] = []
         previous: tuple[int, int] | None = None
         rank = 0
-        for position, (_, row) in enumerate(rows, start=1):
-            key = (row["solved"], row["penalty"])
+        for position, (order, row) in enumerate(rows, start=1):
+            key = (order[0], order[1])  # equal solved and penalty share a rank
             if key != previous:
                 rank, previous = position, key
             row["rank"] = rank
@@ -366,14 +377,19 @@ class DemoRunner:
         round_no = previous.round + 1 if previous else 1
         next_id = previous.next_id if previous else 1001
         contest = Contest(self.rng, round_no, now - head_start_ms, next_id)
-        if head_start_ms:
-            contest.fast_forward(now)
+        recent = contest.fast_forward(now, keep=HEAD_START_FEED) if head_start_ms else []
         self.contest = contest
         self.judging = []
         self.next_round_at = None
         logger.info("demo: round %d started", round_no)
-        await self._publish(CONTEST_CHANNEL, "contest.clock", contest.clock("running", None), state=True)
-        await self._publish(LEADERBOARD_CHANNEL, "leaderboard.snapshot", contest.snapshot(now), state=True)
+        await self._publish(
+            CONTEST_CHANNEL, "contest.clock", contest.clock("running", None), state=True
+        )
+        for sub in recent:  # into the channel's history, so that a new page's feed is not empty
+            await self._verdict(contest, sub)
+        await self._publish(
+            LEADERBOARD_CHANNEL, "leaderboard.snapshot", contest.snapshot(now), state=True
+        )
 
     async def tick(self, now: int) -> None:
         """Advance everything that is due at ``now``: one iteration of the demo loop."""
@@ -456,7 +472,5 @@ async def run_demo(node: Publisher, stop: asyncio.Event) -> None:
 
 
 async def _wait(stop: asyncio.Event, seconds: float) -> None:
-    try:
+    with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(stop.wait(), timeout=seconds)
-    except TimeoutError:
-        pass

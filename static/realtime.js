@@ -578,10 +578,11 @@
     var sub = this._subs.get(msg.channel);
     if (!sub || !sub.active) return;
     var reason = msg.reason || "";
-    if (/expired/i.test(reason) && this._getToken) {
-      // dropped because the token expired: subscribe again once re-authenticated
+    if (/expired/i.test(reason)) {
+      // dropped because the token expired: subscribe again once re-authenticated (with
+      // getToken now; with a static token after rt.setToken() or a reconnect)
       sub.status = "pending";
-      this._refreshToken();
+      if (this._getToken) this._refreshToken();
       return;
     }
     this._subs.delete(sub.channel);

@@ -117,7 +117,7 @@
     clockLabel.textContent = label;
     clockEl.textContent = formatDuration(value);
     clockBar.style.width = (Math.min(Math.max(progress, 0), 1) * 100).toFixed(2) + "%";
-    phaseEl.textContent = phase === "running" ? "live" : phase === "soon" ? "starting" : "final";
+    phaseEl.textContent = phase === "running" ? "running" : phase === "soon" ? "starting" : "final";
     phaseEl.className = "phase phase-" + (phase === "running" ? "running" : phase === "soon" ? "wait" : "over");
   }
 
@@ -281,13 +281,17 @@
       }
     });
 
-    // Invert, Play: start each moved row where it was, then let it glide to its new place
+    // measure the new layout without any transform still in flight from the last update
+    rowsByUser.forEach(function (row) {
+      row.style.transition = "none";
+      row.style.transform = "";
+    });
+    // Invert, Play: start each moved row where it was seen, then let it glide to its place
     var moved = [];
     rowsByUser.forEach(function (row, user) {
       if (!before.has(user)) return;
       var dy = before.get(user) - row.getBoundingClientRect().top;
       if (Math.abs(dy) < 1) return;
-      row.style.transition = "none";
       row.style.transform = "translateY(" + dy + "px)";
       moved.push(row);
       if (rankBefore.get(user) > row._position) {
@@ -340,10 +344,9 @@
     var prob = el("div", "sub-prob", d.problem);
     prob.style.background = balloonColor(d.problem);
     item.appendChild(prob);
+    prob.title = d.problem + ". " + problemName(d.problem);
     item.appendChild(el("div", "sub-who", d.name));
-    item.appendChild(
-      el("div", "sub-meta", "#" + d.id + " · " + problemName(d.problem) + " · " + d.language + " · " + d.submitted_minute + "′")
-    );
+    item.appendChild(el("div", "sub-meta", "#" + d.id + " · " + d.language + " · minute " + d.submitted_minute));
     item._verdict = el("div", "sub-verdict");
     item._badge = el("span", "badge");
     item._verdict.appendChild(item._badge);
@@ -396,16 +399,36 @@
 
   // ------------------------------------------------------------ subscriptions
 
-  rt.subscribe("contest:demo", {
-    onState: function (event) {
-      if (event && event.type === "contest.clock") applyClock(event.data);
-    },
-    onEvent: function (event) {
-      if (event.type === "submission.progress") onProgress(event.data);
-      else if (event.type === "submission.verdict") onVerdict(event.data);
-      else if (event.type === "contest.clock") applyClock(event.data);
-    },
-  });
+  var BACKFILL = 80; // events of recent history to replay into an empty feed
+  var backfilled = false;
+
+  function contestHandlers() {
+    return {
+      onState: function (event) {
+        if (event && event.type === "contest.clock") applyClock(event.data);
+        if (!backfilled) backfill(this);
+      },
+      onEvent: function (event) {
+        if (event.type === "submission.progress") onProgress(event.data);
+        else if (event.type === "submission.verdict") onVerdict(event.data);
+        else if (event.type === "contest.clock") applyClock(event.data);
+      },
+    };
+  }
+
+  // A fresh page has an empty feed. The server keeps recent history, so subscribe again
+  // from a position a little in the past: the `missed` replay fills the feed at once.
+  function backfill(sub) {
+    backfilled = true;
+    var position = sub.position;
+    if (!position || position.offset === 0) return;
+    sub.unsubscribe();
+    var handlers = contestHandlers();
+    handlers.since = { epoch: position.epoch, offset: Math.max(0, position.offset - BACKFILL) };
+    rt.subscribe("contest:demo", handlers);
+  }
+
+  rt.subscribe("contest:demo", contestHandlers());
 
   rt.subscribe("leaderboard:demo", {
     onState: function (event) {
