@@ -161,8 +161,9 @@ def make_app(ctx: ServerContext) -> tornado.web.Application:
     return tornado.web.Application(
         routes,
         static_path=str(STATIC_DIR),
-        websocket_ping_interval=settings.heartbeat,
-        websocket_ping_timeout=settings.heartbeat,
+        # pings come from one process-wide timer (connection.heartbeat_all), not a task per
+        # connection
+        websocket_ping_interval=None,
         websocket_max_message_size=settings.max_message_size,
         # the publish handler streams and enforces its own limit (413); others take no body
         max_body_size=max(settings.max_publish_body * 4, 1 << 20),

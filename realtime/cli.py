@@ -61,7 +61,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if args.command == "check-config":
         return _check_config(settings)
-    setup_logging(settings.log_level, settings.log_json)
+    setup_logging(
+        settings.log_level, settings.log_json, secrets=(settings.secret, settings.api_key)
+    )
     from realtime.server import serve
 
     try:

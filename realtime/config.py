@@ -68,6 +68,7 @@ class Settings:
     secret: str | None = None
     api_key: str | None = None
     allowed_origins: tuple[str, ...] = ()
+    trust_proxy_headers: bool = False  # take the client address from X-Real-IP/X-Forwarded-For
     require_exp: bool = False
     # [limits]
     max_connections: int = 50000
@@ -112,6 +113,7 @@ SECTIONS: dict[str, str] = {
     "secret": "auth",
     "api_key": "auth",
     "allowed_origins": "auth",
+    "trust_proxy_headers": "auth",
     "require_exp": "auth",
     "max_connections": "limits",
     "max_connections_per_ip": "limits",
@@ -283,6 +285,11 @@ def validate(settings: Settings) -> Settings:
             raise ConfigError(f"{name}: must be {expected}, got {value!r}")
     _check_url("broker_url", settings.broker_url, ("memory", "redis", "rediss", "amqp", "amqps"))
     _check_url("redis_url", settings.redis_url, ("redis", "rediss"))
+    if settings.workers > 1 and settings.broker_url.startswith("memory"):
+        raise ConfigError(
+            "workers: more than 1 needs a shared broker (redis:// or amqp://); "
+            "memory:// lives inside one process"
+        )
     if settings.redis_url and not settings.broker_url.startswith("amqp"):
         raise ConfigError("redis_url: only used with an amqp:// broker (redis:// stores in itself)")
     for origin in settings.allowed_origins:

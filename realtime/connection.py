@@ -18,6 +18,7 @@ import time
 from typing import Any
 
 import orjson
+import tornado.httputil
 import tornado.websocket
 from tornado.iostream import StreamClosedError
 
@@ -30,6 +31,8 @@ from realtime.protocol import Action, Close, Reply, Session, Subscribe, Unsubscr
 logger = logging.getLogger(__name__)
 audit = logging.getLogger("realtime.audit")
 
+_PING_FRAME = b"\x89\x00"
+_NO_HEADERS = tornado.httputil.HTTPHeaders()
 REFUSED_CODES = frozenset({ErrorCode.UNAUTHORIZED, ErrorCode.FORBIDDEN, ErrorCode.TOKEN_EXPIRED})
 
 
@@ -61,6 +64,7 @@ class WebSocketConnection(tornado.websocket.WebSocketHandler):
         self._held: dict[str, list[tuple[int, bytes]]] = {}  # frames held until `subscribed`
         self._deferred: dict[str, bytes] = {}  # latest coalesced frame while congested
         self._closing = False
+        self._alive = True  # answered since the last heartbeat ping
         self._token_timer: Any = None
         self._ip = ""
         self._opened = time.monotonic()
@@ -120,12 +124,36 @@ class WebSocketConnection(tornado.websocket.WebSocketHandler):
         if stream is not None and stream.socket is not None:
             stream.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._opened = time.monotonic()
+        # the handshake is done: its headers and template namespace would otherwise stay
+        # alive as long as the connection (a few KB each, times tens of thousands)
+        # (Tornado's own get() coroutine keeps a reference to the request headers for the
+        # connection's lifetime, so they are emptied rather than just dropped)
+        self.request.headers.clear()
+        self.request.headers = _NO_HEADERS
+        self.request.connection = None  # detached HTTP/1 state, holding the headers again
+        self._headers = _NO_HEADERS
+        self.ui = None  # type: ignore[assignment]
         logger.info("connection %s opened from %s", self.session_id, self._ip)
         self._send(messages.welcome(self.session_id, ctx.settings.heartbeat))
+
+    def on_pong(self, data: bytes) -> None:
+        self._alive = True
+
+    def heartbeat(self) -> None:
+        """Ping; drop a peer that has not answered (pong or anything) since the last ping."""
+        if self._closing:
+            return
+        if not self._alive:
+            logger.info("connection %s from %s: no answer to ping", self.session_id, self._ip)
+            self.abort()
+            return
+        self._alive = False
+        self._queue(_PING_FRAME)
 
     # -- client commands -------------------------------------------------------------
 
     def on_message(self, message: str | bytes) -> None:
+        self._alive = True
         if self._closing:
             return
         self.ctx.metrics.messages_in.inc()
@@ -335,9 +363,8 @@ class WebSocketConnection(tornado.websocket.WebSocketHandler):
         self._closing = True
         self._out = []
         conn = self.ws_connection
-        if conn is not None:
-            if conn.stream is not None:
-                conn.stream.close()
+        if conn is not None and conn.stream is not None:
+            conn.stream.close()
 
     def on_close(self) -> None:
         ctx = self.ctx
@@ -368,6 +395,12 @@ class WebSocketConnection(tornado.websocket.WebSocketHandler):
     def shutdown(self) -> None:
         """Close with 1012 (server restart): clients reconnect soon."""
         self._close(CloseCode.SERVICE_RESTART, "server restarting")
+
+
+def heartbeat_all(ctx: ServerContext) -> None:
+    """Ping every connection: one timer for the process instead of a task per connection."""
+    for conn in list(ctx.connections):
+        conn.heartbeat()
 
 
 def _flush_all(ctx: ServerContext) -> None:

@@ -13,8 +13,15 @@ from __future__ import annotations
 
 import os
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client import multiprocess, values
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+    values,
+)
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -28,7 +35,7 @@ def enable_multiprocess(path: str) -> None:
     forked worker happened in the parent; replacing it is how a fork opts in.
     """
     os.environ[MULTIPROC_ENV] = path
-    values.ValueClass = values.MultiProcessValue()
+    values.ValueClass = values.MultiProcessValue()  # type: ignore[no-untyped-call]
 
 
 def multiprocess_dir() -> str | None:
@@ -40,7 +47,7 @@ def multiprocess_dir() -> str | None:
 
 def mark_dead(pid: int, path: str) -> None:
     """Drop the live gauges of a worker that exited (the supervisor calls this)."""
-    multiprocess.mark_process_dead(pid, path)
+    multiprocess.mark_process_dead(pid, path)  # type: ignore[no-untyped-call]
 
 
 class Metrics:
@@ -122,7 +129,7 @@ class Metrics:
         if path is None:
             return generate_latest(self.registry)
         merged = CollectorRegistry()
-        multiprocess.MultiProcessCollector(merged, path=path)
+        multiprocess.MultiProcessCollector(merged, path=path)  # type: ignore[no-untyped-call]
         return generate_latest(merged)
 
 

@@ -12,11 +12,13 @@ import sys
 import time
 
 import tornado.httpserver
+import tornado.ioloop
 import tornado.netutil
 
 from realtime.app import make_app
 from realtime.brokers import create_broker
 from realtime.config import Settings
+from realtime.connection import heartbeat_all
 from realtime.context import ServerContext
 from realtime.metrics import Metrics
 from realtime.node import Node
@@ -35,6 +37,7 @@ class Server:
         self._http: tornado.httpserver.HTTPServer | None = None
         self._stopped = asyncio.Event()
         self._background: list[asyncio.Task[None]] = []
+        self._heartbeat: tornado.ioloop.PeriodicCallback | None = None
 
     async def start(self) -> None:
         """Bind (unless sockets were given), start the broker in the background, serve."""
@@ -46,12 +49,26 @@ class Server:
         if rate > 0:
             self.ctx.connect_bucket = TokenBucket(rate, max(1, int(rate)), time.monotonic)
         app = make_app(self.ctx)
-        self._http = tornado.httpserver.HTTPServer(app, xheaders=True, idle_connection_timeout=60)
+        self._http = tornado.httpserver.HTTPServer(
+            app, xheaders=self.settings.trust_proxy_headers, idle_connection_timeout=60
+        )
         sockets = self._sockets or tornado.netutil.bind_sockets(
             self.settings.port, self.settings.host, backlog=4096
         )
-        self._http.add_sockets(sockets)
         await node.start()
+        if self._sockets:
+            # a (re)started worker shares the port with healthy siblings: let them take the
+            # connections until its broker is up (a lone process serves at once, 503 on /healthz)
+            deadline = time.monotonic() + 3.0
+            while not node.healthy and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+        self._http.add_sockets(sockets)
+        self._heartbeat = tornado.ioloop.PeriodicCallback(
+            lambda: heartbeat_all(self.ctx) if self.ctx else None,
+            self.settings.heartbeat * 1000,
+            jitter=0.1,
+        )
+        self._heartbeat.start()
         if self.settings.demo:
             from realtime.demo import run_demo
 
@@ -72,6 +89,8 @@ class Server:
             return
         ctx.shutting_down = True
         self._stopped.set()
+        if self._heartbeat is not None:
+            self._heartbeat.stop()
         if self._http is not None:
             self._http.stop()
         count = len(ctx.connections)

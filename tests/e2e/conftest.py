@@ -79,9 +79,9 @@ def _chromium_or_skip() -> str:
     raise AssertionError  # unreachable
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    """One headless Chromium for the session."""
+    """One headless Chromium per test module (its event loop must not outlive the module)."""
     executable = _chromium_or_skip()
     from playwright.sync_api import sync_playwright
 
