@@ -11,13 +11,13 @@ the same client. The parent process drives this one through a pipe (see ``Worker
 from __future__ import annotations
 
 import asyncio
-import os
 import re
+import threading
 import time
 from array import array
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from picows import WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
@@ -54,8 +54,6 @@ class RoundState:
         self.latencies = array("q")
         self.done_ns = 0
         self.subscribed = 0
-        self.want_subscribed = 0
-        self.all_subscribed = asyncio.Event()
         self.notify: Connection | None = None
 
     def delivered(self) -> None:
@@ -67,11 +65,9 @@ class RoundState:
 
     def on_subscribed(self) -> None:
         self.subscribed += 1
-        if self.subscribed >= self.want_subscribed:
-            self.all_subscribed.set()
 
 
-class JsonConn(WSListener):  # type: ignore[misc]
+class JsonConn(WSListener):
     """One connection speaking the realtime protocol (JSON text frames)."""
 
     def __init__(self, state: RoundState, channel: str, token: str | None) -> None:
@@ -82,6 +78,9 @@ class JsonConn(WSListener):  # type: ignore[misc]
         self.transport: WSTransport | None = None
         self.subscribed = False
         self.counts = bytearray()
+        self.error = ""
+        # resolves True on `subscribed`, False on an error before it (bounds the opening)
+        self.ready: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
 
     def on_ws_connected(self, transport: WSTransport) -> None:
         self.transport = transport
@@ -128,13 +127,22 @@ class JsonConn(WSListener):  # type: ignore[misc]
             self.mark_subscribed()
         elif ERROR_RE.search(payload):
             self.state.errors += 1
+            self.fail(payload)
 
     def mark_subscribed(self) -> None:
         self.subscribed = True
         self.state.on_subscribed()
+        if not self.ready.done():
+            self.ready.set_result(True)
+
+    def fail(self, payload: bytes) -> None:
+        if not self.ready.done():
+            self.error = payload[:200].decode(errors="replace")
+            self.ready.set_result(False)
 
     def on_ws_disconnected(self, transport: WSTransport) -> None:
         self.transport = None
+        self.fail(b"disconnected")
         if self.state.expected >= 0:
             self.state.errors += 1
 
@@ -158,6 +166,27 @@ class SocketIOConn(JsonConn):
                 self.mark_subscribed()
         elif payload[:2] == b"44" or ERROR_RE.search(payload):
             self.state.errors += 1
+            self.fail(payload)
+
+
+def start_pipe_reader(pipe: Connection, inbox: asyncio.Queue[tuple[Any, ...]]) -> None:
+    """Feed messages from a pipe into an asyncio queue from a daemon thread.
+
+    A thread, not ``loop.add_reader``: uvloop makes the descriptor non-blocking, and
+    ``Connection.send`` of a large result then fails with EAGAIN.
+    """
+    loop = asyncio.get_running_loop()
+
+    def read() -> None:
+        while True:
+            try:
+                msg = pipe.recv()
+            except (EOFError, OSError):
+                loop.call_soon_threadsafe(inbox.put_nowait, ("dead",))
+                return
+            loop.call_soon_threadsafe(inbox.put_nowait, msg)
+
+    threading.Thread(target=read, daemon=True).start()
 
 
 class Worker:
@@ -174,9 +203,8 @@ class Worker:
 
     async def run(self) -> None:
         """Serve the parent's commands until ``close``."""
-        loop = asyncio.get_running_loop()
         commands: asyncio.Queue[tuple[Any, ...]] = asyncio.Queue()
-        loop.add_reader(self.pipe.fileno(), lambda: commands.put_nowait(self.pipe.recv()))
+        start_pipe_reader(self.pipe, commands)
         while True:
             cmd = await commands.get()
             if cmd[0] == "open":
@@ -198,7 +226,6 @@ class Worker:
         gate = asyncio.Semaphore(cfg.connect_concurrency)
         failures: list[str] = []
         started = time.monotonic()
-        self.state.want_subscribed = cfg.count
 
         async def one(index: int) -> None:
             kwargs: dict[str, Any] = {}
@@ -206,25 +233,26 @@ class Worker:
                 kwargs["local_addr"] = (f"127.0.0.{2 + index % cfg.source_ips}", 0)
             async with gate:
                 try:
-                    _, conn = await ws_connect(
+                    _, listener = await ws_connect(
                         lambda: cls(self.state, cfg.channel, cfg.token),
                         cfg.url,
                         websocket_handshake_timeout=30,
                         **kwargs,
                     )
-                except (OSError, asyncio.TimeoutError, Exception) as exc:  # noqa: BLE001
+                    conn = cast(JsonConn, listener)
+                    # hold the slot until subscribed: the subscribe is part of the opening
+                    ok = await asyncio.wait_for(conn.ready, 30)
+                except Exception as exc:
                     failures.append(f"{type(exc).__name__}: {exc}")
                     return
                 self.conns.append(conn)
+                if not ok:
+                    failures.append(f"subscribe failed: {conn.error}")
 
         tasks = [asyncio.ensure_future(one(cfg.first_index + i)) for i in range(cfg.count)]
         try:
             await asyncio.wait_for(asyncio.gather(*tasks), cfg.connect_timeout)
-            self.state.want_subscribed = len(self.conns)
-            if self.conns and self.state.subscribed < len(self.conns):
-                remaining = max(1.0, cfg.connect_timeout - (time.monotonic() - started))
-                await asyncio.wait_for(self.state.all_subscribed.wait(), remaining)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             failures.append("timed out opening or subscribing")
             for task in tasks:
                 task.cancel()

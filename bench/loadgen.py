@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import multiprocessing
 import resource
@@ -19,11 +20,12 @@ import time
 from array import array
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from bench import procstat
-from bench.client import ClientConfig, worker_main
+from bench.client import ClientConfig, start_pipe_reader, worker_main
 from bench.publishers import Publisher, make_publisher
 from bench.stats import RoundResult, percentile, table
 
@@ -40,6 +42,7 @@ class LoadConfig:
     socketio: bool = False
     source_ips: int = 1
     connect_timeout: float = 120.0
+    connect_concurrency: int = 200  # handshakes in flight per client process
     target: str = "server"
     server_pids: list[int] = field(default_factory=list)  # roots; descendants are added
 
@@ -59,18 +62,11 @@ class Peer:
         self.proc = proc
         self.pipe = pipe
         self.inbox: asyncio.Queue[tuple[Any, ...]] = asyncio.Queue()
-        asyncio.get_running_loop().add_reader(pipe.fileno(), self._read)
+        start_pipe_reader(pipe, self.inbox)
 
-    def _read(self) -> None:
-        try:
-            self.inbox.put_nowait(self.pipe.recv())
-        except EOFError:
-            asyncio.get_running_loop().remove_reader(self.pipe.fileno())
-            self.inbox.put_nowait(("dead",))
-
-    async def expect(self, kind: str, timeout: float) -> tuple[Any, ...]:
+    async def expect(self, kind: str, wait: float) -> tuple[Any, ...]:
         """Wait for the next message of ``kind`` (skipping stale ``done`` notices)."""
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + wait
         while True:
             msg = await asyncio.wait_for(self.inbox.get(), max(0.01, deadline - time.monotonic()))
             if msg[0] == kind:
@@ -114,6 +110,7 @@ class LoadGenerator:
                 socketio=cfg.socketio,
                 source_ips=cfg.source_ips,
                 connect_timeout=cfg.connect_timeout,
+                connect_concurrency=cfg.connect_concurrency,
             )
             first += count
             parent_end, child_end = ctx.Pipe()
@@ -134,7 +131,9 @@ class LoadGenerator:
             "subscribed": subscribed,
             "connected": sum(o["connected"] for o in self.opened),
             "failures": sum(o["failures"] for o in self.opened),
-            "first_failure": next((o["first_failure"] for o in self.opened if o["first_failure"]), None),
+            "first_failure": next(
+                (o["first_failure"] for o in self.opened if o["first_failure"]), None
+            ),
             "seconds": max(o["seconds"] for o in self.opened),
             "rss_per_conn_kb": self.rss_per_conn_kb,
         }
@@ -172,7 +171,7 @@ class LoadGenerator:
         for peer in self.peers:
             try:
                 done_ns.append((await peer.expect("done", deadline - time.monotonic()))[1])
-            except (asyncio.TimeoutError, TimeoutError):
+            except TimeoutError:
                 timed_out = True
         s1 = procstat.sample(self.server_pids) if self.server_pids else None
         end_ns = max(done_ns) if done_ns and not timed_out else time.time_ns()
@@ -239,15 +238,12 @@ class LoadGenerator:
             if peer.proc.is_alive():
                 peer.pipe.send(("close",))
         for peer in self.peers:
-            try:
+            with contextlib.suppress(TimeoutError, RuntimeError):
                 await peer.expect("closed", 30)
-            except (asyncio.TimeoutError, TimeoutError, RuntimeError):
-                pass
             peer.proc.join(5)
             if peer.proc.is_alive():
                 peer.proc.terminate()
                 peer.proc.join(5)
-            asyncio.get_running_loop().remove_reader(peer.pipe.fileno())
             peer.pipe.close()
         self.peers = []
 
@@ -282,10 +278,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--repeat", type=int, default=1, help="rounds on the same connections")
     parser.add_argument(
         "--publish",
-        choices=("http", "redis", "channels", "socketio", "amqp"),
+        choices=("http", "redis", "bridge", "channels", "socketio"),
         default="http",
-        help="publish path: http = POST /api/publish; redis = the realtime Redis script",
+        help="publish path: http = POST /api/publish; redis = the realtime Redis script; "
+        "bridge = django_bridge.publish (with --broker-url redis:// or amqp://)",
     )
+    parser.add_argument("--broker-url", help="for --publish bridge (default: --redis-url)")
+    parser.add_argument("--bridge-redis-url", help="for --publish bridge with amqp://")
     parser.add_argument("--api-key", help="for --publish http (REALTIME_API_KEY)")
     parser.add_argument("--publish-url", help="default: derived from --url")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
@@ -318,6 +317,8 @@ async def main_async(args: argparse.Namespace) -> int:
         prefix=args.prefix,
         publish_url=args.publish_url or http_publish_url(args.url),
         api_key=args.api_key or "",
+        broker_url=args.broker_url,
+        bridge_redis_url=args.bridge_redis_url,
         event_size=args.event_size,
     )
     gen = LoadGenerator(config)
@@ -341,7 +342,7 @@ async def main_async(args: argparse.Namespace) -> int:
             line = json.dumps(row)
             print(line, flush=True)
             if args.json_path:
-                with open(args.json_path, "a") as fh:
+                with Path(args.json_path).open("a") as fh:  # noqa: ASYNC230 - tiny append
                     fh.write(line + "\n")
     finally:
         await gen.close()

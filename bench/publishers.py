@@ -6,7 +6,9 @@
 * ``http``: ``POST /api/publish`` (for a ``memory://`` server or any deployment).
 * ``channels``: channels_redis ``group_send`` (the Django Channels peer).
 * ``socketio``: python-socketio's write-only ``AsyncRedisManager.emit`` (its peer).
-* ``amqp``: not yet (hook left for the RabbitMQ transport).
+* ``bridge``: ``django_bridge.publish`` itself, configured by a minimal settings block
+  (``BROKER_URL`` redis:// or, with ``REDIS_URL``, amqp:// — the RabbitMQ path); it is
+  synchronous, so it runs in a thread.
 
 Every event's ``data`` is ``{"i": seq, "t": send time in ns, "pad": "..."}`` so that the
 whole event is about 200 bytes; the client reads ``i`` and ``t`` to count and time it.
@@ -14,6 +16,7 @@ whole event is about 200 bytes; the client reads ``i`` and ``t`` to count and ti
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any, Protocol
 
@@ -98,7 +101,7 @@ class ChannelsPublisher:
     """Publish with channels_redis ``group_send`` (its default ``RedisChannelLayer``)."""
 
     def __init__(self, url: str, prefix: str, event_size: int = 200) -> None:
-        from channels_redis.core import RedisChannelLayer
+        from channels_redis.core import RedisChannelLayer  # type: ignore[import-untyped]
 
         self.layer = RedisChannelLayer(hosts=[url], prefix=prefix)
         self.event_size = event_size
@@ -124,7 +127,7 @@ class SocketIOPublisher:
     """Publish with python-socketio's write-only ``AsyncRedisManager``."""
 
     def __init__(self, url: str, prefix: str, event_size: int = 200) -> None:
-        import socketio
+        import socketio  # type: ignore[import-untyped]
 
         self.manager = socketio.AsyncRedisManager(url, channel=prefix, write_only=True)
         self.event_size = event_size
@@ -146,8 +149,44 @@ class SocketIOPublisher:
         pass  # the manager holds no resource worth closing in write-only mode
 
 
+class BridgePublisher:
+    """Publish with ``django_bridge.publish`` (the Django library's real path)."""
+
+    def __init__(
+        self, broker_url: str, prefix: str, redis_url: str | None = None, event_size: int = 200
+    ) -> None:
+        import django
+        from django.conf import settings
+
+        if not settings.configured:
+            settings.configure(
+                INSTALLED_APPS=["django_bridge"],
+                DATABASES={"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}},
+                USE_TZ=True,
+                REALTIME={
+                    "BROKER_URL": broker_url,
+                    "REDIS_URL": redis_url,
+                    "PREFIX": prefix,
+                    "SECRET": "bench-bridge-secret-0123456789",
+                    "RAISE_ON_ERROR": True,  # a failed publish must fail the round, not log
+                },
+            )
+            django.setup()
+        from django_bridge import publish
+
+        self._publish = publish
+        self.event_size = event_size
+
+    async def publish(self, channel: str, seq: int) -> None:
+        data = event_data(seq, self.event_size)
+        await asyncio.to_thread(self._publish, channel, EVENT_TYPE, data)
+
+    async def close(self) -> None:
+        pass  # the bridge's clients live as long as the process
+
+
 def make_publisher(kind: str, **options: Any) -> Publisher:
-    """Build a publisher by name (``redis``, ``http``, ``channels``, ``socketio``)."""
+    """Build a publisher by name (``redis``, ``http``, ``channels``, ``socketio``, ``bridge``)."""
     size = int(options.get("event_size", 200))
     if kind == "redis":
         return RedisScriptPublisher(options["redis_url"], options["prefix"], size)
@@ -157,6 +196,11 @@ def make_publisher(kind: str, **options: Any) -> Publisher:
         return ChannelsPublisher(options["redis_url"], options["prefix"], size)
     if kind == "socketio":
         return SocketIOPublisher(options["redis_url"], options["prefix"], size)
-    if kind == "amqp":
-        raise NotImplementedError("the amqp publisher waits for the RabbitMQ transport")
+    if kind == "bridge":
+        return BridgePublisher(
+            options.get("broker_url") or options["redis_url"],
+            options["prefix"],
+            options.get("bridge_redis_url"),
+            size,
+        )
     raise ValueError(f"unknown publisher {kind!r}")

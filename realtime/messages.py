@@ -59,7 +59,7 @@ def parse_command(text: str | bytes) -> Command:
         raise ProtocolError(ErrorCode.BAD_REQUEST, "'id' must be a short string or an integer")
     op = obj.get("op")
     try:
-        if op not in OPS:
+        if not isinstance(op, str) or op not in OPS:
             raise ProtocolError(ErrorCode.BAD_REQUEST, f"unknown op {str(op)[:40]!r}")
         if op == "auth":
             token = obj.get("token")

@@ -72,6 +72,7 @@ class Node:
         self._batches: dict[tuple[str, int], asyncio.Future[Snapshot]] = {}
         self._was_healthy = False
         self._ever_healthy = False
+        self._healthy_event = asyncio.Event()
 
     async def start(self) -> None:
         """Start the broker (it connects in the background)."""
@@ -253,8 +254,18 @@ class Node:
         while track.queue and not track.busy:
             self._accept(channel, track, track.queue.popleft())
 
+    async def wait_healthy(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for the broker; return whether it is connected."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._healthy_event.wait(), timeout)
+        return self.healthy
+
     def _on_health(self, healthy: bool) -> None:
         self.metrics.broker_up.set(1 if healthy else 0)
+        if healthy:
+            self._healthy_event.set()
+        else:
+            self._healthy_event.clear()
         if healthy and not self._was_healthy:
             if self._ever_healthy:
                 self.metrics.broker_reconnects.inc()

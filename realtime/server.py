@@ -59,9 +59,7 @@ class Server:
         if self._sockets:
             # a (re)started worker shares the port with healthy siblings: let them take the
             # connections until its broker is up (a lone process serves at once, 503 on /healthz)
-            deadline = time.monotonic() + 3.0
-            while not node.healthy and time.monotonic() < deadline:
-                await asyncio.sleep(0.05)
+            await node.wait_healthy(3.0)
         self._http.add_sockets(sockets)
         self._heartbeat = tornado.ioloop.PeriodicCallback(
             lambda: heartbeat_all(self.ctx) if self.ctx else None,

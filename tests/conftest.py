@@ -214,7 +214,11 @@ def server_factory(tmp_path: Path) -> Iterator[Any]:
     started: list[ServerProcess] = []
 
     def make(
-        *, port: int | None = None, args: list[str] | None = None, start: bool = True, **settings: str
+        *,
+        port: int | None = None,
+        args: list[str] | None = None,
+        start: bool = True,
+        **settings: str,
     ) -> ServerProcess:
         server = ServerProcess(
             port=port or free_port(),

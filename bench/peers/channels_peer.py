@@ -33,8 +33,10 @@ def make_app(redis_url: str, prefix: str) -> Any:
         },
     )
     django.setup()
-    from channels.generic.websocket import AsyncJsonWebsocketConsumer
-    from channels.routing import ProtocolTypeRouter, URLRouter
+    from channels.generic.websocket import (  # type: ignore[import-untyped]
+        AsyncJsonWebsocketConsumer,
+    )
+    from channels.routing import ProtocolTypeRouter, URLRouter  # type: ignore[import-untyped]
     from django.urls import path
 
     class BenchConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]

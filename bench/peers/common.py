@@ -39,8 +39,9 @@ def subscribed_reply(channel: str) -> dict[str, Any]:
 def split_redis_message(prefix: str, pubsub_channel: bytes, message: bytes) -> tuple[str, bytes]:
     """Return (channel, event JSON) of a realtime-layout pub/sub message.
 
-    The pub/sub channel is ``<prefix>{<channel>}`` and the message
-    ``<epoch> <offset> <event-json>`` (realtime/brokers/redis_layout.py).
+    The pub/sub channel is ``<prefix>{<channel>}`` and the message a few space-separated
+    fields (epoch, offset, ...) then the event JSON (realtime/brokers/redis_layout.py); the
+    JSON is everything from the first ``{``, so a new field does not break the peers.
     """
     channel = pubsub_channel.decode()[len(prefix) + 1 : -1]
-    return channel, message.split(b" ", 2)[2]
+    return channel, message[message.index(b"{") :]

@@ -136,7 +136,8 @@ class FloorProtocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         for channel in self.joined:
-            self.server.channels.get(channel, set()).discard(self.transport)  # type: ignore[arg-type]
+            if self.transport is not None:
+                self.server.channels.get(channel, set()).discard(self.transport)
 
 
 async def listen_redis(server: FloorServer, url: str, prefix: str) -> None:

@@ -10,6 +10,7 @@ Run: ``python -m bench.peers.naive_tornado --port 8892 --prefix bench-x:``
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from typing import Any
 
@@ -46,10 +47,8 @@ class ChannelHandler(tornado.websocket.WebSocketHandler):
 
 def broadcast(channel: str, event: dict[str, Any]) -> None:
     for handler in list(CHANNELS.get(channel, ())):
-        try:
+        with contextlib.suppress(tornado.websocket.WebSocketClosedError):
             handler.write_message(json.dumps(event))
-        except tornado.websocket.WebSocketClosedError:
-            pass
 
 
 async def listen_redis(url: str, prefix: str) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import socketio
+import socketio  # type: ignore[import-untyped]
 from aiohttp import web
 
 from bench.peers.common import peer_parser, raise_fd_limit, subscribed_reply
@@ -23,7 +23,7 @@ def make_app(redis_url: str, prefix: str) -> web.Application:
     manager = socketio.AsyncRedisManager(redis_url, channel=prefix)
     sio = socketio.AsyncServer(async_mode="aiohttp", client_manager=manager)
 
-    @sio.on("subscribe")  # type: ignore[untyped-decorator,misc]
+    @sio.on("subscribe")  # type: ignore[untyped-decorator]
     async def subscribe(sid: str, data: dict[str, Any]) -> None:
         channel = data["channel"]
         await sio.enter_room(sid, channel)

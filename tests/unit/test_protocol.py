@@ -101,7 +101,9 @@ def test_channel_name_rules() -> None:
     [
         (lambda: token(exp=int(time.time()) - 5), "token_expired"),
         (
-            lambda: jwt.encode({"sub": "7"}, "another-secret-0123456789abcdef012345", algorithm="HS256"),
+            lambda: jwt.encode(
+                {"sub": "7"}, "another-secret-0123456789abcdef012345", algorithm="HS256"
+            ),
             "unauthorized",
         ),
         (lambda: jwt.encode({"sub": "7"}, SECRET * 3, algorithm="HS512"), "unauthorized"),
