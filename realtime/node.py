@@ -254,10 +254,10 @@ class Node:
         while track.queue and not track.busy:
             self._accept(channel, track, track.queue.popleft())
 
-    async def wait_healthy(self, timeout: float) -> bool:
-        """Wait up to ``timeout`` seconds for the broker; return whether it is connected."""
+    async def wait_healthy(self, within: float) -> bool:
+        """Wait up to ``within`` seconds for the broker; return whether it is connected."""
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._healthy_event.wait(), timeout)
+            await asyncio.wait_for(self._healthy_event.wait(), within)
         return self.healthy
 
     def _on_health(self, healthy: bool) -> None:
