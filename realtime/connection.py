@@ -20,7 +20,7 @@ from typing import Any
 import orjson
 import tornado.httputil
 import tornado.websocket
-from tornado.iostream import StreamClosedError
+from tornado.iostream import IOStream, StreamClosedError
 
 from realtime import messages
 from realtime.context import ServerContext
@@ -63,6 +63,9 @@ class WebSocketConnection(tornado.websocket.WebSocketHandler):
         self._offsets: dict[str, int] = {}  # last offset sent per channel
         self._held: dict[str, list[tuple[int, bytes]]] = {}  # frames held until `subscribed`
         self._deferred: dict[str, bytes] = {}  # latest coalesced frame while congested
+        self._stream: IOStream | None = None  # set in open(); written directly by _write
+        self._socket: socket.socket | None = None
+        self._congested = ctx.settings.max_send_buffer // 2
         self._closing = False
         self._alive = True  # answered since the last heartbeat ping
         self._token_timer: Any = None
@@ -123,6 +126,7 @@ class WebSocketConnection(tornado.websocket.WebSocketHandler):
         stream = self.ws_connection.stream if self.ws_connection else None
         if stream is not None and stream.socket is not None:
             stream.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self._stream, self._socket = stream, stream.socket
         self._opened = time.monotonic()
         # the handshake is done: its headers and template namespace would otherwise stay
         # alive as long as the connection (a few KB each, times tens of thousands)
@@ -245,18 +249,28 @@ class WebSocketConnection(tornado.websocket.WebSocketHandler):
     # -- the hub's Subscriber interface ----------------------------------------------
 
     def push(self, channel: str, offset: int, frame: bytes, coalesced: bool) -> None:
-        """Queue an event frame (event loop only; never blocks)."""
-        held = self._held.get(channel)
-        if held is not None:
-            held.append((offset, frame))
+        """Queue an event frame (event loop only; never blocks).
+
+        The fan-out calls this once per subscriber per event: it is kept to a few dict and
+        list operations, with no further calls on the common path.
+        """
+        last = self._offsets.get(channel)
+        if last is None:
+            held = self._held.get(channel)
+            if held is not None:  # its `subscribed` reply is not out yet
+                held.append((offset, frame))
             return
-        if coalesced and self._queued > self.ctx.settings.max_send_buffer // 2:
+        if offset <= last:
+            return  # already delivered (from history, or a resync moved past it)
+        self._offsets[channel] = offset
+        if coalesced and self._queued > self._congested:
             # a slow leaderboard watcher skips to the latest version instead of being cut off
-            if offset > self._offsets.get(channel, 0):
-                self._deferred[channel] = frame
-                self._offsets[channel] = offset
+            self._deferred[channel] = frame
             return
-        self._push_frame(channel, offset, frame)
+        out = self._out
+        out.append(frame)
+        if len(out) == 1:
+            self._mark_dirty()
 
     def _push_frame(self, channel: str, offset: int, frame: bytes) -> None:
         last = self._offsets.get(channel)
@@ -284,11 +298,14 @@ class WebSocketConnection(tornado.websocket.WebSocketHandler):
         out = self._out
         out.append(frame)
         if len(out) == 1:
-            ctx = self.ctx
-            ctx.dirty.append(self)
-            if not ctx.flush_scheduled:
-                ctx.flush_scheduled = True
-                asyncio.get_running_loop().call_soon(_flush_all, ctx)
+            self._mark_dirty()
+
+    def _mark_dirty(self) -> None:
+        ctx = self.ctx
+        ctx.dirty.append(self)
+        if not ctx.flush_scheduled:
+            ctx.flush_scheduled = True
+            asyncio.get_running_loop().call_soon(_flush_all, ctx)
 
     def _flush(self) -> int:
         """Write what this tick queued in one send; return the bytes written."""
@@ -301,16 +318,13 @@ class WebSocketConnection(tornado.websocket.WebSocketHandler):
         return len(data)
 
     def _write(self, data: bytes) -> None:
-        conn = self.ws_connection
-        if conn is None or self._closing:
-            return
-        stream = conn.stream
-        if stream is None or stream.closed():
+        stream, sock = self._stream, self._socket
+        if stream is None or sock is None or self._closing or stream.closed():
             return
         if self._queued == 0 and not stream.writing():
             # fast path: nothing buffered, so writing straight to the socket keeps order
             try:
-                sent = stream.socket.send(data)
+                sent = sock.send(data)
             except (BlockingIOError, InterruptedError):
                 sent = 0
             except OSError:
@@ -354,22 +368,26 @@ class WebSocketConnection(tornado.websocket.WebSocketHandler):
         if self._closing:
             return
         self.ctx.metrics.bytes_out.inc(self._flush())
+        self._stop_output()
+        self.close(code, reason)
+
+    def _stop_output(self) -> None:
         self._closing = True
         self._out = []
-        self.close(code, reason)
+        self._offsets.clear()  # later fan-out pushes stop at their first lookup
+        self._held.clear()
+        self._deferred.clear()
 
     def abort(self) -> None:
         """Drop the connection without a close handshake."""
-        self._closing = True
-        self._out = []
+        self._stop_output()
         conn = self.ws_connection
         if conn is not None and conn.stream is not None:
             conn.stream.close()
 
     def on_close(self) -> None:
         ctx = self.ctx
-        self._closing = True
-        self._out = []
+        self._stop_output()
         if self._token_timer is not None:
             self._token_timer.cancel()
         for channel in list(self.session.channels):
@@ -407,10 +425,16 @@ def _flush_all(ctx: ServerContext) -> None:
     """Write every connection's queued frames (one callback per loop tick)."""
     ctx.flush_scheduled = False
     dirty, ctx.dirty = ctx.dirty, []
-    frames = sum(len(conn._out) for conn in dirty)
-    sent = 0
+    frames = sent = 0
     for conn in dirty:
-        sent += conn._flush()
+        out = conn._out
+        if not out:
+            continue
+        conn._out = []
+        frames += len(out)
+        data = out[0] if len(out) == 1 else b"".join(out)
+        sent += len(data)
+        conn._write(data)
     # counted once per tick: a prometheus inc per connection would cost as much as the send
     ctx.metrics.messages_out.inc(frames)
     ctx.metrics.bytes_out.inc(sent)
