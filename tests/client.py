@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 from collections import deque
 from typing import Any
 
@@ -88,3 +89,55 @@ class Client:
                 await asyncio.wait_for(self.ws.recv(), timeout)
         except websockets.ConnectionClosed as exc:
             return exc.rcvd.code if exc.rcvd else None
+
+
+def raw_ws(port: int, rcvbuf: int = 4096) -> socket.socket:
+    """Open a WebSocket on a plain socket with a small receive window (a slow reader)."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)  # before connect: small window
+    sock.connect(("127.0.0.1", port))
+    sock.sendall(
+        b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += sock.recv(1)
+    assert b" 101 " in head.split(b"\r\n")[0], head
+    return sock
+
+
+def masked_text(payload: bytes) -> bytes:
+    """A masked client text frame (payload under 126 bytes)."""
+    mask = b"\x01\x02\x03\x04"
+    body = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    assert len(payload) < 126
+    return bytes((0x81, 0x80 | len(payload))) + mask + body
+
+
+def read_frames(sock: socket.socket, until: float) -> list[tuple[int, bytes]]:
+    """Read unmasked server frames until ``until`` (monotonic) or EOF: (opcode, payload)."""
+    import time
+
+    buf = b""
+    frames: list[tuple[int, bytes]] = []
+    sock.settimeout(0.2)
+    while time.monotonic() < until:
+        try:
+            chunk = sock.recv(65536)
+        except TimeoutError:
+            continue
+        if not chunk:
+            break
+        buf += chunk
+        while len(buf) >= 2:
+            length, start = buf[1] & 0x7F, 2
+            if length == 126:
+                length, start = int.from_bytes(buf[2:4], "big"), 4
+            elif length == 127:
+                length, start = int.from_bytes(buf[2:10], "big"), 10
+            if len(buf) < start + length:
+                break
+            frames.append((buf[0] & 0x0F, buf[start : start + length]))
+            buf = buf[start + length :]
+    return frames

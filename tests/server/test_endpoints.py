@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -13,7 +12,7 @@ from typing import Any
 import pytest
 import websockets
 
-from tests.client import Client
+from tests.client import Client, masked_text, raw_ws
 from tests.conftest import ROOT, TEST_API_KEY, ServerProcess, make_token, server_env
 
 
@@ -217,8 +216,8 @@ def test_handshake_refusals(server_factory: Any) -> None:
 def test_slow_consumer_cut_off(server_factory: Any) -> None:
     """A client that stops reading is cut off at the send buffer limit; others keep going."""
     server = server_factory(max_send_buffer="65536")
-    raw = _raw_ws(server.port)
-    raw.sendall(_masked_text(b'{"op":"subscribe","channel":"contest:9"}'))
+    raw = raw_ws(server.port)
+    raw.sendall(masked_text(b'{"op":"subscribe","channel":"contest:9"}'))
 
     async def scenario() -> int:
         async with await Client.open(server.ws_url) as reader:
@@ -240,28 +239,6 @@ def _metric(server: ServerProcess, name: str) -> float:
         if line.startswith(name + " "):
             return float(line.split()[1])
     raise AssertionError(name)
-
-
-def _raw_ws(port: int) -> socket.socket:
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connect: small window
-    sock.connect(("127.0.0.1", port))
-    sock.sendall(
-        b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-    )
-    head = b""
-    while b"\r\n\r\n" not in head:
-        head += sock.recv(1)
-    assert b" 101 " in head.split(b"\r\n")[0]
-    return sock
-
-
-def _masked_text(payload: bytes) -> bytes:
-    mask = b"\x01\x02\x03\x04"
-    body = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-    assert len(payload) < 126
-    return bytes((0x81, 0x80 | len(payload))) + mask + body
 
 
 def test_sigterm_closes_clients_with_1012_and_exits_0(memory_server: ServerProcess) -> None:
