@@ -125,7 +125,7 @@ class LiveHandler(_Handler):
     """``GET /livez``: liveness (the process answers), whatever the broker does."""
 
     def get(self) -> None:
-        self.send_json(200, {"status": "alive"})
+        self.send_json(200, {"status": "alive", "pid": os.getpid()})
 
 
 class MetricsHandler(_Handler):
