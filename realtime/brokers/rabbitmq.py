@@ -35,8 +35,9 @@ from redis.exceptions import RedisError
 
 from realtime.brokers import amqp_layout
 from realtime.brokers.base import EventCallback, HealthCallback, Snapshot
+from realtime.brokers.link import LinkHealth, backoff_delays
 from realtime.brokers.memory_store import MemoryStore
-from realtime.brokers.redis import RedisStore, backoff_delays
+from realtime.brokers.redis import RedisStore
 from realtime.config import Settings
 from realtime.envelope import Envelope, Published
 from realtime.errors import BrokerUnavailable
@@ -238,10 +239,7 @@ class RabbitMQBroker:
         self._queue = ""
         self._task: asyncio.Task[None] | None = None
         self._on_event: EventCallback | None = None
-        self._on_health: HealthCallback | None = None
-        self._healthy = False
-        self._status = "connecting"
-        self._reconnects = 0
+        self._health = LinkHealth("rabbitmq", self._url, logger)
         self._order = asyncio.Lock()
         self._echo_ids = itertools.count(1)
         self._echoes: dict[str, asyncio.Future[Published]] = {}
@@ -252,50 +250,29 @@ class RabbitMQBroker:
     @property
     def healthy(self) -> bool:
         """True while the AMQP link is up and its queue is consumed."""
-        return self._healthy
+        return self._health.healthy
 
     @property
     def status(self) -> str:
         """ "connected" or why not."""
-        return self._status
+        return self._health.status
 
     @property
     def reconnects(self) -> int:
         """How many times the AMQP link was re-established."""
-        return self._reconnects
+        return self._health.reconnects
 
     @property
     def connection_name(self) -> str:
         """The ``connection_name`` client property this process's link carries."""
         return self._connection_name
 
-    def _set_health(self, healthy: bool, status: str) -> None:
-        self._status = status
-        if healthy != self._healthy:
-            self._healthy = healthy
-            if healthy:
-                logger.info("rabbitmq broker connected (%s)", self._safe_url())
-            else:
-                logger.warning("rabbitmq broker disconnected: %s", status)
-            if self._on_health is not None:
-                self._on_health(healthy)
-
-    def _attempt_failed(self, status: str) -> None:
-        if self._status.startswith(("connecting", "rabbitmq link lost")):
-            # the first failure of an outage is worth a line; the retries are not
-            logger.warning("%s (retrying with back-off)", status)
-        self._set_health(False, status)
-
-    def _safe_url(self) -> str:
-        # never log the password
-        return self._url.rsplit("@", 1)[-1]
-
     # -- connection loop ------------------------------------------------------------
 
     async def start(self, on_event: EventCallback, on_health: HealthCallback) -> None:
         """Start the connection task; it connects (and reconnects) in the background."""
         self._on_event = on_event
-        self._on_health = on_health
+        self._health.bind(on_health)
         self._task = asyncio.get_running_loop().create_task(self._run(), name="amqp-link")
 
     def _params(self) -> Any:
@@ -309,7 +286,6 @@ class RabbitMQBroker:
 
     async def _run(self) -> None:
         delays = backoff_delays()
-        connected_once = False
         loop = asyncio.get_running_loop()
         while True:
             link = _Link(self._params(), loop, self._on_message)
@@ -317,29 +293,26 @@ class RabbitMQBroker:
                 if self._redis is not None:
                     await self._redis.ping()
                 await link.open()
-                if connected_once and self._local is not None:
+                if self._health.reconnects_pending and self._local is not None:
                     # events published while we were away never reached this store: new
                     # epochs make every subscriber resync instead of silently missing them
                     # (replaced before consuming, so no new event lands in the old one)
                     self._local = MemoryStore(*self._history)
                 self._link = link
                 await self._declare(link)
-                if connected_once:
-                    self._reconnects += 1
-                connected_once = True
-                self._set_health(True, "connected")
+                self._health.up()
                 delays = backoff_delays()
                 reason = await asyncio.shield(link.lost)  # cancelling us must not cancel it
-                self._set_health(False, f"rabbitmq link lost: {reason}")
+                self._health.down(f"rabbitmq link lost: {reason}")
             except asyncio.CancelledError:
                 raise
             except (ConnectionError, TimeoutError, OSError, pika.exceptions.AMQPError) as exc:
-                self._attempt_failed(f"rabbitmq unreachable: {exc or type(exc).__name__}")
+                self._health.down(f"rabbitmq unreachable: {exc or type(exc).__name__}")
             except RedisError as exc:
-                self._attempt_failed(f"redis store unreachable: {exc}")
+                self._health.down(f"redis store unreachable: {exc}")
             except Exception:
                 logger.exception("rabbitmq link failed")
-                self._set_health(False, "rabbitmq link error")
+                self._health.down("rabbitmq link error")
             finally:
                 self._link = None
                 self._queue = ""
@@ -459,8 +432,8 @@ class RabbitMQBroker:
         Raises:
             BrokerUnavailable: RabbitMQ (or the Redis store) cannot take it now.
         """
-        if self._link is None or not self._healthy:
-            raise BrokerUnavailable(f"rabbitmq not connected: {self._status}")
+        if self._link is None or not self._health.healthy:
+            raise BrokerUnavailable(f"rabbitmq not connected: {self._health.status}")
         if self._store is not None:
             return await self._publish_numbered(envelope)
         return await self._publish_raw(envelope)
@@ -498,7 +471,7 @@ class RabbitMQBroker:
     def _send(self, channel: str, body: bytes, correlation_id: str | None) -> Any:
         link = self._link
         if link is None:
-            raise BrokerUnavailable(f"rabbitmq not connected: {self._status}")
+            raise BrokerUnavailable(f"rabbitmq not connected: {self._health.status}")
         properties = pika.BasicProperties(
             content_type=amqp_layout.CONTENT_TYPE,
             delivery_mode=amqp_layout.DELIVERY_MODE,
@@ -529,7 +502,7 @@ class RabbitMQBroker:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        self._healthy = False
+        self._health.closed()
         if link is not None:
             link.close()  # the task's clean-up started it; wait for a clean goodbye
             with contextlib.suppress(TimeoutError):

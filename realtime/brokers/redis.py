@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import random
 import re
 import time
 from typing import Any
@@ -23,21 +22,11 @@ from redis.exceptions import RedisError
 
 from realtime.brokers import redis_layout
 from realtime.brokers.base import EventCallback, HealthCallback, Snapshot
+from realtime.brokers.link import LinkHealth, backoff_delays
 from realtime.envelope import Envelope, Event, Published
 from realtime.errors import BrokerUnavailable
 
 logger = logging.getLogger(__name__)
-
-BACKOFF_MIN = 0.5
-BACKOFF_MAX = 30.0
-
-
-def backoff_delays(minimum: float = BACKOFF_MIN, maximum: float = BACKOFF_MAX) -> Any:
-    """Yield jittered exponential back-off delays (full jitter over a doubling cap)."""
-    cap = minimum
-    while True:
-        yield random.uniform(minimum / 2, cap)
-        cap = min(maximum, cap * 2)
 
 
 class RedisStore:
@@ -212,20 +201,17 @@ class RedisBroker:
         self._sub: _Subscriber | None = None
         self._task: asyncio.Task[None] | None = None
         self._on_event: EventCallback | None = None
-        self._on_health: HealthCallback | None = None
-        self._healthy = False
-        self._status = "connecting"
-        self._reconnects = 0
+        self._health = LinkHealth("redis", url, logger)
 
     @property
     def healthy(self) -> bool:
         """True while the pub/sub connection is up."""
-        return self._healthy
+        return self._health.healthy
 
     @property
     def status(self) -> str:
         """ "connected" or why not."""
-        return self._status
+        return self._health.status
 
     @property
     def connection_name(self) -> str:
@@ -235,32 +221,16 @@ class RedisBroker:
     @property
     def reconnects(self) -> int:
         """How many times the pub/sub connection was re-established."""
-        return self._reconnects
+        return self._health.reconnects
 
     async def start(self, on_event: EventCallback, on_health: HealthCallback) -> None:
         """Start the listener task; it connects (and reconnects) in the background."""
         self._on_event = on_event
-        self._on_health = on_health
+        self._health.bind(on_health)
         self._task = asyncio.get_running_loop().create_task(self._run(), name="redis-listener")
-
-    def _set_health(self, healthy: bool, status: str) -> None:
-        self._status = status
-        if healthy != self._healthy:
-            self._healthy = healthy
-            if healthy:
-                logger.info("redis broker connected (%s)", self._safe_url())
-            else:
-                logger.warning("redis broker disconnected: %s", status)
-            if self._on_health is not None:
-                self._on_health(healthy)
-
-    def _safe_url(self) -> str:
-        # never log the password
-        return self._url.rsplit("@", 1)[-1]
 
     async def _run(self) -> None:
         delays = backoff_delays()
-        connected_once = False
         while True:
             sub = _Subscriber(self._url, self.connection_name)
             try:
@@ -271,19 +241,16 @@ class RedisBroker:
                     # an idle subscriber still needs the pub/sub mode for its pings
                     sub.send("SUBSCRIBE", self._prefix + "-")
                 self._sub = sub
-                if connected_once:
-                    self._reconnects += 1
-                connected_once = True
-                self._set_health(True, "connected")
+                self._health.up()
                 delays = backoff_delays()
                 await self._listen(sub)
             except asyncio.CancelledError:
                 raise
             except (RedisError, OSError, TimeoutError) as exc:
-                self._set_health(False, f"redis unreachable: {exc or type(exc).__name__}")
+                self._health.down(f"redis unreachable: {exc or type(exc).__name__}")
             except Exception:
                 logger.exception("redis listener failed")
-                self._set_health(False, "redis listener error")
+                self._health.down("redis listener error")
             finally:
                 self._sub = None
                 for fut in self._pending.values():
@@ -374,5 +341,5 @@ class RedisBroker:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        self._healthy = False
+        self._health.closed()
         await self._client.aclose()
