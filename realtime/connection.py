@@ -52,6 +52,25 @@ class _Protocol(tornado.websocket.WebSocketProtocol13):
 class WebSocketConnection(tornado.websocket.WebSocketHandler):
     """One client connection; implements the hub's ``Subscriber``."""
 
+    # our state in slots keeps Tornado's per-handler __dict__ in its smaller size class
+    __slots__ = (
+        "_alive",
+        "_closing",
+        "_congested",
+        "_deferred",
+        "_held",
+        "_ip",
+        "_offsets",
+        "_opened",
+        "_out",
+        "_queued",
+        "_socket",
+        "_stream",
+        "_token_timer",
+        "ctx",
+        "session",
+        "session_id",
+    )
     ctx: ServerContext
 
     def initialize(self, ctx: ServerContext) -> None:
@@ -74,7 +93,12 @@ class WebSocketConnection(tornado.websocket.WebSocketHandler):
 
     # -- handshake -------------------------------------------------------------------
 
-    async def get(self, *args: Any, **kwargs: Any) -> None:
+    def prepare(self) -> None:
+        """Refuse the handshake (503 + Retry-After) past a limit, before Tornado upgrades.
+
+        Done here rather than by wrapping ``get``: a wrapper's coroutine frame would stay
+        alive, holding memory, for as long as the connection.
+        """
         ctx = self.ctx
         self._ip = self.request.remote_ip or ""
         refusal = None
@@ -96,8 +120,6 @@ class WebSocketConnection(tornado.websocket.WebSocketHandler):
             self.set_status(503)
             self.set_header("Retry-After", str(random.randint(1, 5)))
             self.finish(refusal)
-            return
-        await super().get(*args, **kwargs)
 
     def check_origin(self, origin: str) -> bool:
         allowed = self.ctx.settings.allowed_origins
