@@ -37,12 +37,14 @@ from realtime.brokers import amqp_layout
 from realtime.brokers.base import EventCallback, HealthCallback, Snapshot
 from realtime.brokers.link import LinkHealth, backoff_delays
 from realtime.brokers.memory_store import MemoryStore
-from realtime.brokers.redis import RedisStore
+from realtime.brokers.redis import RedisStore, store_client
 from realtime.config import Settings
 from realtime.envelope import Envelope, Published
 from realtime.errors import BrokerUnavailable
 
 logger = logging.getLogger(__name__)
+
+STORE_PING_INTERVAL = 2.0
 # pika logs each failed connection attempt as ten ERROR lines; this module reports the
 # link's state itself (WARNING when it goes down, INFO when it comes back)
 logging.getLogger("pika").setLevel(logging.CRITICAL)
@@ -223,9 +225,7 @@ class RabbitMQBroker:
         self._store: RedisStore | None = None
         self._local: MemoryStore | None = None
         if settings.redis_url:
-            self._redis = aioredis.from_url(
-                settings.redis_url, socket_connect_timeout=3, socket_timeout=5
-            )
+            self._redis = store_client(settings.redis_url)
             self._store = RedisStore(
                 self._redis, settings.redis_prefix, *self._history, publish_to_pubsub=False
             )
@@ -244,18 +244,20 @@ class RabbitMQBroker:
         self._echo_ids = itertools.count(1)
         self._echoes: dict[str, asyncio.Future[Published]] = {}
         self._malformed_logged = 0.0
+        self._store_error: str | None = None  # set while the Redis store does not answer
+        self._store_watch: asyncio.Task[None] | None = None
 
     # -- state ----------------------------------------------------------------------
 
     @property
     def healthy(self) -> bool:
-        """True while the AMQP link is up and its queue is consumed."""
-        return self._health.healthy
+        """True while the AMQP link is up, its queue consumed, and the store answers."""
+        return self._health.healthy and self._store_error is None
 
     @property
     def status(self) -> str:
         """ "connected" or why not."""
-        return self._health.status
+        return self._store_error or self._health.status
 
     @property
     def reconnects(self) -> int:
@@ -273,7 +275,25 @@ class RabbitMQBroker:
         """Start the connection task; it connects (and reconnects) in the background."""
         self._on_event = on_event
         self._health.bind(on_health)
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="amqp-link")
+        loop = asyncio.get_running_loop()
+        self._task = loop.create_task(self._run(), name="amqp-link")
+        if self._redis is not None:
+            self._store_watch = loop.create_task(self._watch_store(), name="amqp-store-watch")
+
+    async def _watch_store(self) -> None:
+        """Ping the Redis store so that /healthz reports it down (publishes would fail)."""
+        assert self._redis is not None
+        while True:
+            try:
+                await self._redis.ping()
+                if self._store_error is not None:
+                    logger.info("redis store answers again")
+                self._store_error = None
+            except (RedisError, OSError) as exc:
+                if self._store_error is None:
+                    logger.warning("redis store unreachable: %s", exc)
+                self._store_error = f"redis store unreachable: {exc}"
+            await asyncio.sleep(STORE_PING_INTERVAL)
 
     def _params(self) -> Any:
         params = pika.URLParameters(self._url)
@@ -498,6 +518,10 @@ class RabbitMQBroker:
     async def close(self) -> None:
         """Stop the connection task, close the link and the Redis client."""
         link = self._link
+        if self._store_watch is not None:
+            self._store_watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._store_watch
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -29,6 +29,18 @@ from realtime.errors import BrokerUnavailable
 logger = logging.getLogger(__name__)
 
 
+def store_client(url: str) -> aioredis.Redis:
+    """A Redis client for store reads and publishes.
+
+    Its pool blocks (up to 5 s) when all 32 connections are busy, so a burst of store reads
+    waits its turn instead of failing with "Too many connections".
+    """
+    pool = aioredis.BlockingConnectionPool.from_url(
+        url, max_connections=32, timeout=5, socket_connect_timeout=3, socket_timeout=5
+    )
+    return aioredis.Redis(connection_pool=pool)
+
+
 class RedisStore:
     """Offsets, history and state in Redis; the publish step is one atomic script.
 
@@ -190,11 +202,7 @@ class RedisBroker:
     ) -> None:
         self._url = url
         self._prefix = prefix
-        # a blocking pool: a burst of store reads waits for a connection instead of failing
-        pool = aioredis.BlockingConnectionPool.from_url(
-            url, max_connections=32, timeout=5, socket_connect_timeout=3, socket_timeout=5
-        )
-        self._client = aioredis.Redis(connection_pool=pool)
+        self._client = store_client(url)
         self._store = RedisStore(self._client, prefix, history_size, history_ttl, meta_ttl)
         self._channels: set[str] = set()
         self._pending: dict[str, asyncio.Future[None]] = {}
