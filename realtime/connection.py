@@ -116,7 +116,7 @@ class WebSocketConnection(tornado.websocket.WebSocketHandler):
             refusal = "too many new connections, retry later"
         if refusal is not None:
             ctx.metrics.refused_connections.inc()
-            logger.info("handshake refused from %s: %s", self._ip, refusal)
+            _log_refusal(ctx, refusal)
             self.set_status(503)
             self.set_header("Retry-After", str(random.randint(1, 5)))
             self.finish(refusal)
@@ -435,6 +435,16 @@ class WebSocketConnection(tornado.websocket.WebSocketHandler):
     def shutdown(self) -> None:
         """Close with 1012 (server restart): clients reconnect soon."""
         self._close(CloseCode.SERVICE_RESTART, "server restarting")
+
+
+def _log_refusal(ctx: ServerContext, reason: str) -> None:
+    """Log refused handshakes as one line a second: a herd must not also flood the log."""
+    now = time.monotonic()
+    ctx.refused_unlogged += 1
+    if now - ctx.refused_logged_at >= 1.0:
+        logger.warning("refused %d handshakes (latest: %s)", ctx.refused_unlogged, reason)
+        ctx.refused_unlogged = 0
+        ctx.refused_logged_at = now
 
 
 def heartbeat_all(ctx: ServerContext) -> None:

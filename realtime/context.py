@@ -27,6 +27,8 @@ class ServerContext:
     per_ip: Counter[str] = field(default_factory=Counter)
     shutting_down: bool = False
     all_closed: asyncio.Event = field(default_factory=asyncio.Event)  # set while draining
+    refused_unlogged: int = 0  # refused handshakes since the last summary line
+    refused_logged_at: float = float("-inf")
     # admits new connections at settings.max_connect_rate (None: unlimited)
     connect_bucket: TokenBucket | None = None
     # connections with frames queued in this loop tick; written together in one callback
