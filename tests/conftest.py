@@ -66,6 +66,24 @@ def amqp_url() -> str:
 
 
 @pytest.fixture
+def exchange(amqp_url: str) -> Iterator[str]:
+    """A unique AMQP exchange name, deleted after the test.
+
+    Request it before ``server_factory`` so that the servers stop first.
+    """
+    name = f"rt-test-{uuid.uuid4().hex[:10]}"
+    yield name
+    with contextlib.suppress(Exception):
+        import pika
+
+        connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
+        try:
+            connection.channel().exchange_delete(name)
+        finally:
+            connection.close()
+
+
+@pytest.fixture
 def prefix() -> Iterator[str]:
     """A Redis key prefix unique to this test; its keys are deleted afterwards."""
     value = f"rtt:{uuid.uuid4().hex[:10]}:"

@@ -9,12 +9,10 @@ node-local store) and ``amqp://`` + Redis store. Each case starts a real
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
-import pika
 import pytest
 
 from tests.client import Client
@@ -25,22 +23,11 @@ pytestmark = [pytest.mark.broker, pytest.mark.timeout(60)]
 BROKERS = ["memory", "redis", "amqp", "amqp+redis"]
 
 
-def delete_exchange(amqp_url: str, name: str) -> None:
-    """Delete a test exchange (its servers are already stopped)."""
-    with contextlib.suppress(Exception):
-        connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
-        try:
-            connection.channel().exchange_delete(name)
-        finally:
-            connection.close()
-
-
 @pytest.fixture(params=BROKERS)
 def broker_settings(request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
     """REALTIME_* settings for one broker; shared brokers get a unique prefix/exchange."""
     kind: str = request.param
     settings: dict[str, str] = {}
-    exchange = ""
     if "redis" in kind:
         redis_url = request.getfixturevalue("redis_url")
         prefix = request.getfixturevalue("prefix")
@@ -48,12 +35,9 @@ def broker_settings(request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
         settings["redis_url" if kind.startswith("amqp") else "broker_url"] = redis_url
     if kind.startswith("amqp"):
         amqp_url = request.getfixturevalue("amqp_url")
-        exchange = f"rt-test-{uuid.uuid4().hex[:10]}"
+        exchange = request.getfixturevalue("exchange")  # deleted after the servers stop
         settings.update(broker_url=amqp_url, amqp_exchange=exchange)
     yield settings
-    # servers are stopped first: server_factory is set up after this fixture
-    if exchange:
-        delete_exchange(settings["broker_url"], exchange)
 
 
 @pytest.fixture

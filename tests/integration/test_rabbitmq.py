@@ -37,24 +37,6 @@ pytestmark = [pytest.mark.broker, pytest.mark.timeout(90)]
 STORES = ["redis-store", "node-store"]
 
 
-def delete_exchange(amqp_url: str, name: str) -> None:
-    """Delete a test exchange (its servers are already stopped)."""
-    with contextlib.suppress(Exception):
-        connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
-        try:
-            connection.channel().exchange_delete(name)
-        finally:
-            connection.close()
-
-
-@pytest.fixture
-def exchange(amqp_url: str) -> Iterator[str]:
-    """A unique exchange name, deleted after the test (request it before server_factory)."""
-    name = f"rt-test-{uuid.uuid4().hex[:10]}"
-    yield name
-    delete_exchange(amqp_url, name)
-
-
 @pytest.fixture(params=STORES)
 def settings(request: pytest.FixtureRequest, exchange: str, amqp_url: str) -> dict[str, str]:
     """Server settings on the test exchange, with the Redis store or the node-local one."""

@@ -3,55 +3,30 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import importlib.util
-import os
-import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from tests.client import Client
-from tests.conftest import REDIS_URL, ServerProcess, require_service
+from tests.conftest import ServerProcess
 
 CLIENTS_PER_NODE = 3
 EVENTS = 12
 
 
-def _broker_settings(kind: str, prefix: str) -> dict[str, str]:
-    if kind == "redis":
-        return {"broker_url": require_service(REDIS_URL, 6379), "redis_prefix": prefix}
-    if importlib.util.find_spec("realtime.brokers.rabbitmq") is None:
-        message = "realtime/brokers/rabbitmq.py is not there yet"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    from tests.conftest import AMQP_URL
-
-    return {
-        "broker_url": require_service(AMQP_URL, 5672),
-        "amqp_exchange": f"rtt-{uuid.uuid4().hex[:10]}",
-        # offsets, history and state live in Redis; the events travel over AMQP
-        "redis_url": require_service(REDIS_URL, 6379),
-        "redis_prefix": prefix,
-    }
-
-
 @pytest.fixture(params=["redis", "rabbitmq"])
-def two_nodes(
-    request: Any, server_factory: Any, prefix: str
-) -> Iterator[tuple[ServerProcess, ServerProcess]]:
+def two_nodes(request: Any, redis_url: str, prefix: str) -> tuple[ServerProcess, ServerProcess]:
     """Two independent server processes on the same broker."""
-    settings = _broker_settings(request.param, prefix)
-    yield server_factory(**settings), server_factory(**settings)
-    if "amqp_exchange" in settings:  # the exchange is durable: do not leave it behind
-        with contextlib.suppress(Exception):
-            import pika
-
-            conn = pika.BlockingConnection(pika.URLParameters(settings["broker_url"]))
-            conn.channel().exchange_delete(exchange=settings["amqp_exchange"])
-            conn.close()
+    settings = {"broker_url": redis_url, "redis_prefix": prefix}
+    if request.param == "rabbitmq":
+        # offsets, history and state live in Redis; the events travel over AMQP
+        settings.update(
+            broker_url=request.getfixturevalue("amqp_url"),
+            amqp_exchange=request.getfixturevalue("exchange"),  # set up first, torn down last
+            redis_url=redis_url,
+        )
+    server_factory = request.getfixturevalue("server_factory")
+    return server_factory(**settings), server_factory(**settings)
 
 
 def test_clients_on_both_nodes_get_the_same_events_and_offsets(
