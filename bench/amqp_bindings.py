@@ -49,10 +49,14 @@ async def _open(url: str, exchange: str) -> tuple[_Link, str]:
 async def _churn(link: _Link, queue: str, exchange: str, keys: list[str], op: str) -> list[float]:
     ch = link.channel
     method = ch.queue_bind if op == "bind" else ch.queue_unbind
-    latencies = []
+    latencies: list[float] = []
     for key in keys:
+
+        def call(cb: Any, k: str = key) -> Any:
+            return method(queue, exchange, k, callback=cb)
+
         t0 = time.perf_counter()
-        await link.rpc(lambda cb, k=key: method(queue, exchange, k, callback=cb))
+        await link.rpc(call)
         latencies.append(time.perf_counter() - t0)
     return latencies
 

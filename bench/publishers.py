@@ -157,21 +157,26 @@ class BridgePublisher:
     ) -> None:
         import django
         from django.conf import settings
+        from django.core.signals import setting_changed
 
+        realtime = {
+            "BROKER_URL": broker_url,
+            "REDIS_URL": redis_url,
+            "PREFIX": prefix,
+            "SECRET": "bench-bridge-secret-0123456789",
+            "RAISE_ON_ERROR": True,  # a failed publish must fail the round, not log
+        }
         if not settings.configured:
             settings.configure(
                 INSTALLED_APPS=["django_bridge"],
                 DATABASES={"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}},
                 USE_TZ=True,
-                REALTIME={
-                    "BROKER_URL": broker_url,
-                    "REDIS_URL": redis_url,
-                    "PREFIX": prefix,
-                    "SECRET": "bench-bridge-secret-0123456789",
-                    "RAISE_ON_ERROR": True,  # a failed publish must fail the round, not log
-                },
+                REALTIME=realtime,
             )
             django.setup()
+        else:  # a later target in the same run: new prefix; the bridge resets on the signal
+            settings.REALTIME = realtime
+            setting_changed.send(sender=None, setting="REALTIME", value=realtime, enter=True)
         from django_bridge import publish
 
         self._publish = publish
