@@ -287,6 +287,8 @@ class WebSocketConnection(tornado.websocket.WebSocketHandler):
         self._offsets[channel] = offset
         if coalesced and self._queued > self._congested:
             # a slow leaderboard watcher skips to the latest version instead of being cut off
+            if channel in self._deferred:
+                self.ctx.metrics.frames_skipped.inc()
             self._deferred[channel] = frame
             return
         out = self._out

@@ -97,6 +97,11 @@ class Metrics:
             "Handshakes refused (limits, connect rate, shutdown)",
             registry=r,
         )
+        self.frames_skipped = Counter(
+            "realtime_frames_skipped",
+            "Coalesced frames replaced by a newer one for a congested watcher (latest wins)",
+            registry=r,
+        )
         self.auth_failures = Counter(
             "realtime_auth_failures", "Refused auth and subscribe commands", ["code"], registry=r
         )

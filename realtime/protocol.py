@@ -83,6 +83,16 @@ class TokenBucket:
 class Session:
     """Protocol state of one connection (no I/O)."""
 
+    __slots__ = (
+        "_bucket",
+        "_flood_strikes",
+        "_settings",
+        "_wall_clock",
+        "channels",
+        "expiry_notified",
+        "identity",
+    )
+
     def __init__(
         self,
         settings: Settings,
