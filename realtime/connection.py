@@ -337,7 +337,7 @@ class WebSocketConnection(tornado.websocket.WebSocketHandler):
         if not out:
             return 0
         data = out[0] if len(out) == 1 else b"".join(out)
-        self._out = []
+        out.clear()
         self._write(data)
         return len(data)
 
@@ -464,9 +464,11 @@ def _flush_all(ctx: ServerContext) -> None:
         out = conn._out
         if not out:
             continue
-        conn._out = []
         frames += len(out)
         data = out[0] if len(out) == 1 else b"".join(out)
+        # the list is reused: a new one per connection per event would survive into the
+        # oldest GC generation and make full collections run over every connection
+        out.clear()
         sent += len(data)
         conn._write(data)
     # counted once per tick: a prometheus inc per connection would cost as much as the send
