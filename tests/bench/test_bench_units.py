@@ -56,3 +56,13 @@ def test_event_is_about_the_requested_size() -> None:
     """The padded benchmark event is close to 200 bytes on the wire."""
     size = len(encode_event("contest:bench", 12, "bench.tick", orjson.dumps(event_data(12))))
     assert 190 <= size <= 210
+
+
+def test_fanout_micro_measures_every_run() -> None:
+    """bench.fanout_micro runs the real hub/connection code and reports each run."""
+    import asyncio
+
+    from bench.fanout_micro import measure
+
+    runs = asyncio.run(measure(connections=50, events=3, repeat=2))
+    assert len(runs) == 2 and all(0 < r < 1000 for r in runs)
