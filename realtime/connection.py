@@ -191,7 +191,8 @@ class WebSocketConnection(tornado.websocket.WebSocketHandler):
 
     def _do(self, action: Action) -> None:
         if isinstance(action, Reply):
-            self._count_refusal(action.data)
+            if action.error is not None:
+                self._audit(action)
             self._send(action.data)
             if self.session.identity.expires is not None and self._token_timer is None:
                 self._schedule_token_check(self.session.identity.expires)
@@ -204,22 +205,22 @@ class WebSocketConnection(tornado.websocket.WebSocketHandler):
         elif isinstance(action, Close):
             self._close(action.code, action.reason)
 
-    def _count_refusal(self, data: bytes) -> None:
-        if not data.startswith(b'{"op":"error"'):
+    def _audit(self, reply: Reply) -> None:
+        """Count a refused auth or subscribe, and log it for the audit trail."""
+        code = reply.error
+        if code not in REFUSED_CODES:
             return
-        for code in REFUSED_CODES:
-            if b'"code":"%s"' % code.value.encode() in data:
-                self.ctx.metrics.auth_failures.labels(code.value).inc()
-                # audit line: lets an operator spot probing of other users' channels
-                channel = orjson.loads(data).get("channel")
-                audit.warning(
-                    "denied user=%s ip=%s channel=%s reason=%s connection=%s",
-                    self.session.identity.user,
-                    self._ip,
-                    channel,
-                    code.value,
-                    self.session_id,
-                )
+        assert code is not None
+        self.ctx.metrics.auth_failures.labels(code.value).inc()
+        # lets an operator spot probing of other users' channels
+        audit.warning(
+            "denied user=%s ip=%s channel=%s reason=%s connection=%s",
+            self.session.identity.user,
+            self._ip,
+            reply.channel,
+            code.value,
+            self.session_id,
+        )
 
     async def _subscribe(self, action: Subscribe) -> None:
         channel = action.channel
@@ -237,7 +238,8 @@ class WebSocketConnection(tornado.websocket.WebSocketHandler):
             self._held.pop(channel, None)
             return
         self._send(self._with_id(result.reply, action.command_id))
-        self._offsets[channel] = result.offset
+        # never backwards: a quick unsubscribe + subscribe may already have moved it on
+        self._offsets[channel] = max(result.offset, self._offsets.get(channel, 0))
         for offset, frame in self._held.pop(channel, ()):
             self._push_frame(channel, offset, frame)
 

@@ -23,9 +23,11 @@ from realtime.messages import Since
 
 @dataclass(frozen=True, slots=True)
 class Reply:
-    """Send these bytes as a text frame."""
+    """Send these bytes as a text frame; ``error``/``channel`` say what an error reply refused."""
 
     data: bytes
+    error: ErrorCode | None = None
+    channel: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,7 +121,8 @@ class Session:
             command = messages.parse_command(text)
             return self._dispatch(command)
         except ProtocolError as exc:
-            return [Reply(messages.error(exc.code, exc.message, exc.channel, exc.command_id))]
+            data = messages.error(exc.code, exc.message, exc.channel, exc.command_id)
+            return [Reply(data, exc.code, exc.channel)]
 
     def _dispatch(self, command: messages.Command) -> list[Action]:
         cid = command.id
