@@ -97,6 +97,20 @@ def group_name(channel: str) -> str:
     return channel.replace(":", ".")
 
 
+def numbered_event(
+    offsets: dict[str, int], channel: str, seq: int, event_size: int
+) -> dict[str, Any]:
+    """Our wire event with the channel's next offset, for peers that have no store."""
+    offsets[channel] = offset = offsets.get(channel, 0) + 1
+    return {
+        "op": "event",
+        "channel": channel,
+        "offset": offset,
+        "type": EVENT_TYPE,
+        "data": event_data(seq, event_size),
+    }
+
+
 class ChannelsPublisher:
     """Publish with channels_redis ``group_send`` (its default ``RedisChannelLayer``)."""
 
@@ -108,15 +122,7 @@ class ChannelsPublisher:
         self.offsets: dict[str, int] = {}
 
     async def publish(self, channel: str, seq: int) -> None:
-        offset = self.offsets.get(channel, 0) + 1
-        self.offsets[channel] = offset
-        event = {
-            "op": "event",
-            "channel": channel,
-            "offset": offset,
-            "type": EVENT_TYPE,
-            "data": event_data(seq, self.event_size),
-        }
+        event = numbered_event(self.offsets, channel, seq, self.event_size)
         await self.layer.group_send(group_name(channel), {"type": "bench.event", "event": event})
 
     async def close(self) -> None:
@@ -134,15 +140,7 @@ class SocketIOPublisher:
         self.offsets: dict[str, int] = {}
 
     async def publish(self, channel: str, seq: int) -> None:
-        offset = self.offsets.get(channel, 0) + 1
-        self.offsets[channel] = offset
-        event = {
-            "op": "event",
-            "channel": channel,
-            "offset": offset,
-            "type": EVENT_TYPE,
-            "data": event_data(seq, self.event_size),
-        }
+        event = numbered_event(self.offsets, channel, seq, self.event_size)
         await self.manager.emit("event", event, room=channel, namespace="/")
 
     async def close(self) -> None:

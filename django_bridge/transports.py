@@ -30,8 +30,8 @@ from realtime.brokers.redis_layout import (
     PUBLISH_SCRIPT,
     SNAPSHOT_SCRIPT,
     channel_keys,
+    envelope_args,
     new_epoch,
-    publish_args,
 )
 from realtime.envelope import Envelope, Published
 from realtime.errors import BrokerUnavailable, PublishError
@@ -96,13 +96,9 @@ class RedisStore:
         try:
             pipe = self._client.pipeline(transaction=False)
             for env in envelopes:
-                keys, args = publish_args(
+                keys, args = envelope_args(
                     s.prefix,
-                    channel=env.channel,
-                    type_=env.type,
-                    data_json=env.data_json,
-                    state=env.state,
-                    envelope_id=env.id,
+                    env,
                     history_size=s.history_size,
                     history_ttl=s.history_ttl,
                     meta_ttl=s.meta_ttl,

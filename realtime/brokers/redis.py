@@ -67,13 +67,9 @@ class RedisStore:
 
     async def publish(self, envelope: Envelope) -> tuple[Published, Event | None]:
         """Run the publish script; return where it landed and the event (None if duplicate)."""
-        keys, args = redis_layout.publish_args(
+        keys, args = redis_layout.envelope_args(
             self._prefix,
-            channel=envelope.channel,
-            type_=envelope.type,
-            data_json=envelope.data_json,
-            state=envelope.state,
-            envelope_id=envelope.id,
+            envelope,
             history_size=self._history_size,
             history_ttl=self._history_ttl,
             meta_ttl=self._meta_ttl,

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import secrets
 
+from realtime.envelope import Envelope
+
 DEFAULT_PREFIX = "rt:"
 
 
@@ -143,3 +145,29 @@ def publish_args(
         "1" if envelope_id else "0",
     ]
     return keys, args
+
+
+def envelope_args(
+    prefix: str,
+    envelope: Envelope,
+    *,
+    history_size: int,
+    history_ttl: int,
+    meta_ttl: int,
+    now_ms: int,
+    do_publish: bool = True,
+) -> tuple[list[str], list[str | bytes | int]]:
+    """Return (keys, args) for publishing ``envelope`` (the server's and the bridge's call)."""
+    return publish_args(
+        prefix,
+        channel=envelope.channel,
+        type_=envelope.type,
+        data_json=envelope.data_json,
+        state=envelope.state,
+        envelope_id=envelope.id,
+        history_size=history_size,
+        history_ttl=history_ttl,
+        meta_ttl=meta_ttl,
+        now_ms=now_ms,
+        do_publish=do_publish,
+    )
