@@ -37,7 +37,19 @@ REFUSED_CODES = frozenset({ErrorCode.UNAUTHORIZED, ErrorCode.FORBIDDEN, ErrorCod
 
 
 class _Protocol(tornado.websocket.WebSocketProtocol13):
-    """Tornado's RFC 6455 protocol, closing with 1007 on invalid UTF-8 (Tornado aborts)."""
+    """Tornado's RFC 6455 protocol, closing with 1007 on invalid UTF-8 (Tornado aborts).
+
+    It also tells the connection whenever Tornado itself writes a frame (pong, close), so
+    that the fan-out's direct socket writes only look at Tornado's buffer after one.
+    """
+
+    def _write_frame(
+        self, fin: bool, opcode: int, data: bytes, flags: int = 0
+    ) -> asyncio.Future[None]:
+        handler = self.handler
+        if isinstance(handler, WebSocketConnection):
+            handler._tornado_wrote = True
+        return super()._write_frame(fin, opcode, data, flags)
 
     def _handle_message(self, opcode: int, data: bytes) -> asyncio.Future[None] | None:
         if opcode == 0x1 and not self._frame_compressed:
@@ -67,6 +79,7 @@ class WebSocketConnection(tornado.websocket.WebSocketHandler):
         "_socket",
         "_stream",
         "_token_timer",
+        "_tornado_wrote",
         "ctx",
         "session",
         "session_id",
@@ -85,6 +98,8 @@ class WebSocketConnection(tornado.websocket.WebSocketHandler):
         self._stream: IOStream | None = None  # set in open(); written directly by _write
         self._socket: socket.socket | None = None
         self._congested = ctx.settings.max_send_buffer // 2
+        # Tornado may have bytes in its stream buffer (the handshake, a pong, a close frame)
+        self._tornado_wrote = True
         self._closing = False
         self._alive = True  # answered since the last heartbeat ping
         self._token_timer: Any = None
@@ -345,10 +360,13 @@ class WebSocketConnection(tornado.websocket.WebSocketHandler):
 
     def _write(self, data: bytes) -> None:
         stream, sock = self._stream, self._socket
-        if stream is None or sock is None or self._closing or stream.closed():
+        if stream is None or sock is None or self._closing:
             return
-        if self._queued == 0 and not stream.writing():
-            # fast path: nothing buffered, so writing straight to the socket keeps order
+        if self._tornado_wrote and not stream.writing():
+            self._tornado_wrote = False  # Tornado's buffer is empty again
+        if self._queued == 0 and not self._tornado_wrote:
+            # fast path: nothing buffered anywhere, so writing straight to the socket keeps
+            # the byte order (a closed socket raises OSError here)
             try:
                 sent = sock.send(data)
             except (BlockingIOError, InterruptedError):
