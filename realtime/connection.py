@@ -70,11 +70,12 @@ class WebSocketConnection(tornado.websocket.WebSocketHandler):
         "_closing",
         "_congested",
         "_deferred",
+        "_first",
         "_held",
         "_ip",
+        "_more",
         "_offsets",
         "_opened",
-        "_out",
         "_queued",
         "_socket",
         "_stream",
@@ -90,7 +91,10 @@ class WebSocketConnection(tornado.websocket.WebSocketHandler):
         self.ctx = ctx
         self.session = Session(ctx.settings)
         self.session_id = secrets.token_urlsafe(12)
-        self._out: list[bytes] = []
+        # frames queued this tick: the first in a slot (the common case, one event per
+        # tick, touches no list), any further ones in a reused list
+        self._first: bytes | None = None
+        self._more: list[bytes] = []
         self._queued = 0  # bytes handed to the stream and not yet written
         self._offsets: dict[str, int] = {}  # last offset sent per channel
         self._held: dict[str, list[tuple[int, bytes]]] = {}  # frames held until `subscribed`
@@ -308,10 +312,11 @@ class WebSocketConnection(tornado.websocket.WebSocketHandler):
                 self.ctx.metrics.frames_skipped.inc()
             self._deferred[channel] = frame
             return
-        out = self._out
-        out.append(frame)
-        if len(out) == 1:
+        if self._first is None:
+            self._first = frame
             self._mark_dirty()
+        else:
+            self._more.append(frame)
 
     def _push_frame(self, channel: str, offset: int, frame: bytes) -> None:
         last = self._offsets.get(channel)
@@ -336,10 +341,11 @@ class WebSocketConnection(tornado.websocket.WebSocketHandler):
     def _queue(self, frame: bytes) -> None:
         if self._closing:
             return
-        out = self._out
-        out.append(frame)
-        if len(out) == 1:
+        if self._first is None:
+            self._first = frame
             self._mark_dirty()
+        else:
+            self._more.append(frame)
 
     def _mark_dirty(self) -> None:
         ctx = self.ctx
@@ -348,14 +354,27 @@ class WebSocketConnection(tornado.websocket.WebSocketHandler):
             ctx.flush_scheduled = True
             asyncio.get_running_loop().call_soon(_flush_all, ctx)
 
+    def _take(self) -> tuple[bytes, int]:
+        """Return this tick's frames joined, and how many; the queue is empty after."""
+        first = self._first
+        if first is None:
+            return b"", 0
+        self._first = None
+        more = self._more
+        if not more:
+            return first, 1
+        data = first + b"".join(more)
+        count = 1 + len(more)
+        # the list is reused: a new one per connection per tick would survive into the
+        # oldest GC generation and make full collections run over every connection
+        more.clear()
+        return data, count
+
     def _flush(self) -> int:
         """Write what this tick queued in one send; return the bytes written."""
-        out = self._out
-        if not out:
-            return 0
-        data = out[0] if len(out) == 1 else b"".join(out)
-        out.clear()
-        self._write(data)
+        data, _ = self._take()
+        if data:
+            self._write(data)
         return len(data)
 
     def _write(self, data: bytes) -> None:
@@ -417,7 +436,8 @@ class WebSocketConnection(tornado.websocket.WebSocketHandler):
 
     def _stop_output(self) -> None:
         self._closing = True
-        self._out = []
+        self._first = None
+        self._more.clear()
         self._offsets.clear()  # later fan-out pushes stop at their first lookup
         self._held.clear()
         self._deferred.clear()
@@ -481,16 +501,11 @@ def _flush_all(ctx: ServerContext) -> None:
     dirty, ctx.dirty = ctx.dirty, []
     frames = sent = 0
     for conn in dirty:
-        out = conn._out
-        if not out:
-            continue
-        frames += len(out)
-        data = out[0] if len(out) == 1 else b"".join(out)
-        # the list is reused: a new one per connection per event would survive into the
-        # oldest GC generation and make full collections run over every connection
-        out.clear()
-        sent += len(data)
-        conn._write(data)
+        data, count = conn._take()
+        if count:
+            frames += count
+            sent += len(data)
+            conn._write(data)
     # counted once per tick: a prometheus inc per connection would cost as much as the send
     ctx.metrics.messages_out.inc(frames)
     ctx.metrics.bytes_out.inc(sent)
