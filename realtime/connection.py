@@ -176,6 +176,7 @@ class WebSocketConnection(tornado.websocket.WebSocketHandler):
         self.request.headers.clear()
         self.request.headers = _NO_HEADERS
         self.request.connection = None  # detached HTTP/1 state, holding the headers again
+        self.request.server_connection = None  # and its server side (address context, ...)
         self._headers = _NO_HEADERS
         self.ui = None  # type: ignore[assignment]
         logger.info("connection %s opened from %s", self.session_id, self._ip)
