@@ -173,7 +173,11 @@ class WebSocketConnection(tornado.websocket.WebSocketHandler):
         # alive as long as the connection (a few KB each, times tens of thousands)
         # (Tornado's own get() coroutine keeps a reference to the request headers for the
         # connection's lifetime, so they are emptied rather than just dropped)
-        self.request.headers.clear()
+        for headers in (self.request.headers, self._headers):
+            headers.clear()
+            for table in vars(headers).values():
+                if isinstance(table, dict):
+                    table.clear()  # an emptied dict keeps its table; clear() releases it
         self.request.headers = _NO_HEADERS
         self.request.connection = None  # detached HTTP/1 state, holding the headers again
         self.request.server_connection = None  # and its server side (address context, ...)
