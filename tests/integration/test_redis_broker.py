@@ -18,8 +18,18 @@ def run(coro: Any) -> Any:
     return asyncio.run(coro)
 
 
-def publish_direct(url: str, prefix: str, channel: str, count: int, start: int = 0) -> None:
-    """Publish like any publisher without the bridge: one script call per event."""
+def publish_direct(
+    url: str,
+    prefix: str,
+    channel: str,
+    count: int,
+    start: int = 0,
+    lost: frozenset[int] = frozenset(),
+) -> None:
+    """Publish like any publisher without the bridge: one script call per event.
+
+    Events numbered in ``lost`` are stored but not PUBLISHed: a pub/sub message dropped.
+    """
     client = redis.Redis.from_url(url)
     script = client.register_script(redis_layout.PUBLISH_SCRIPT)
     pipe = client.pipeline(transaction=False)
@@ -35,6 +45,7 @@ def publish_direct(url: str, prefix: str, channel: str, count: int, start: int =
             history_ttl=600,
             meta_ttl=3600,
             now_ms=int(time.time() * 1000),
+            do_publish=i not in lost,
         )
         script(keys=keys, args=args, client=pipe)
     pipe.execute()
@@ -168,27 +179,13 @@ def test_lost_pubsub_message_is_filled_without_disconnect(
     async def scenario() -> None:
         async with await Client.open(redis_server.ws_url) as c:
             await c.subscribe("contest:6")
-            client = redis.Redis.from_url(redis_url)
-            script = client.register_script(redis_layout.PUBLISH_SCRIPT)
-            for i in range(6):
-                keys, args = redis_layout.publish_args(
-                    prefix,
-                    channel="contest:6",
-                    type_="t",
-                    data_json=str(i).encode(),
-                    state=False,
-                    envelope_id=None,
-                    history_size=100,
-                    history_ttl=600,
-                    meta_ttl=3600,
-                    now_ms=int(time.time() * 1000),
-                    do_publish=i not in (2, 3),  # 3 and 4 "lost"
-                )
-                script(keys=keys, args=args)
-            client.close()
+            # the 3rd and 4th events' pub/sub messages are "lost"
+            await asyncio.to_thread(
+                publish_direct, redis_url, prefix, "contest:6", 6, 0, frozenset({2, 3})
+            )
             events = await c.events(6)
             assert [e["offset"] for e in events] == [1, 2, 3, 4, 5, 6]
-            assert [e["data"] for e in events] == [0, 1, 2, 3, 4, 5]
+            assert [e["data"]["i"] for e in events] == [0, 1, 2, 3, 4, 5]
 
     run(scenario())
 
