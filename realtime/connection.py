@@ -51,6 +51,33 @@ class _Protocol(tornado.websocket.WebSocketProtocol13):
             handler._tornado_wrote = True
         return super()._write_frame(fin, opcode, data, flags)
 
+    async def _receive_frame_loop(self) -> None:
+        # Tornado awaits this at the end of the handshake's coroutines (_execute, get,
+        # accept_connection, _accept_connection), which would then stay suspended, each
+        # holding its frame and locals, for the connection's lifetime (about 2 KB). As a
+        # task of its own, the loop lets them finish once the handshake is done.
+        reader = asyncio.get_running_loop().create_task(super()._receive_frame_loop())
+        reader.add_done_callback(self._reader_done)
+        handler = self.handler
+        if isinstance(handler, WebSocketConnection):
+            # a strong reference (the loop keeps only weak ones), in a slot: a new attribute
+            # here would grow this object's __dict__ by 1.5 KB
+            handler._reader = reader
+
+    def _reader_done(self, task: asyncio.Task[None]) -> None:
+        handler = self.handler
+        if isinstance(handler, WebSocketConnection):
+            handler._reader = None
+        # what accept_connection did for the loop when it was awaited there
+        if task.cancelled():
+            self._abort()
+            return
+        exc = task.exception()
+        if exc is not None:
+            if not isinstance(exc, ValueError):  # ValueError: a malformed frame
+                logger.error("receive loop failed", exc_info=exc)
+            self._abort()
+
     def _handle_message(self, opcode: int, data: bytes) -> asyncio.Future[None] | None:
         if opcode == 0x1 and not self._frame_compressed:
             try:
@@ -77,6 +104,7 @@ class WebSocketConnection(tornado.websocket.WebSocketHandler):
         "_offsets",
         "_opened",
         "_queued",
+        "_reader",
         "_socket",
         "_stream",
         "_token_timer",
@@ -107,6 +135,7 @@ class WebSocketConnection(tornado.websocket.WebSocketHandler):
         self._closing = False
         self._alive = True  # answered since the last heartbeat ping
         self._token_timer: Any = None
+        self._reader: asyncio.Task[None] | None = None  # the receive loop (_Protocol)
         self._ip = ""
         self._opened = time.monotonic()
 
