@@ -18,6 +18,7 @@ from realtime.config import Settings, validate
 from realtime.connection import WebSocketConnection, _flush_all
 from realtime.context import ServerContext
 from realtime.envelope import Event
+from realtime.heartbeat import HeartbeatWheel
 from realtime.node import Node
 
 
@@ -40,7 +41,8 @@ async def measure(connections: int, events: int, repeat: int) -> list[float]:
     """Return µs per delivery of each run."""
     settings = validate(Settings(dev=True))
     node = Node(settings, MemoryBroker(100, 600))
-    ctx = ServerContext(settings=settings, node=node, metrics=node.metrics)
+    heartbeat = HeartbeatWheel(settings.heartbeat)
+    ctx = ServerContext(settings=settings, node=node, metrics=node.metrics, heartbeat=heartbeat)
     channel = "contest:micro"
     for _ in range(connections):
         conn = WebSocketConnection.__new__(WebSocketConnection)  # no HTTP request behind it

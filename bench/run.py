@@ -53,6 +53,7 @@ class Target:
     max_burst_deliveries: int = 0  # >0: fewer burst events at large N, to bound the run
     note: str = ""
     extra_args: tuple[str, ...] = field(default_factory=tuple)
+    default: bool = True  # measured unless --targets names others
 
     def command(self, port: int, prefix: str, redis_url: str) -> list[str]:
         if self.name.startswith("realtime"):
@@ -78,6 +79,15 @@ class Target:
 TARGETS = {
     "floor": Target("floor", "bench.peers.floor", note="raw asyncio transports (uvloop)"),
     "realtime": Target("realtime", "realtime", publish="bridge"),
+    # one worker per core (SO_REUSEPORT): the fan-out of one event runs on both cores
+    "realtime-w2": Target(
+        "realtime-w2",
+        "realtime",
+        publish="bridge",
+        extra_args=("--workers", "2"),
+        note="realtime serve --workers 2",
+        default=False,  # only with --targets realtime-w2
+    ),
     "naive": Target("naive", "bench.peers.naive_tornado", max_burst_deliveries=500_000),
     "socketio": Target(
         "socketio",
@@ -321,10 +331,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
     parser.add_argument("--no-report", action="store_true", help="skip docs/PERFORMANCE.md")
     args = parser.parse_args(argv)
+    everyone = tuple(name for name, target in TARGETS.items() if target.default)
     if args.full:
-        plan = Plan("full", (1000, 5000, 10000), 3, 2.0, 20, 100, 30.0, tuple(TARGETS))
+        plan = Plan("full", (1000, 5000, 10000), 3, 2.0, 20, 100, 30.0, everyone)
     else:
-        plan = Plan("quick", (1000,), 1, 2.0, 6, 50, 20.0, tuple(TARGETS))
+        plan = Plan("quick", (1000,), 1, 2.0, 6, 50, 20.0, everyone)
     changes: dict[str, Any] = {"processes": args.processes}
     if args.targets:
         changes["targets"] = tuple(args.targets.split(","))

@@ -161,7 +161,7 @@ def make_app(ctx: ServerContext) -> tornado.web.Application:
     return tornado.web.Application(
         routes,
         static_path=str(STATIC_DIR),
-        # pings come from one process-wide timer (connection.heartbeat_all), not a task per
+        # pings come from one process-wide timer (realtime.heartbeat), not a task per
         # connection
         websocket_ping_interval=None,
         websocket_max_message_size=settings.max_message_size,

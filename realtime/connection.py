@@ -94,6 +94,7 @@ class WebSocketConnection(tornado.websocket.WebSocketHandler):
     # our state in slots keeps Tornado's per-handler __dict__ in its smaller size class
     __slots__ = (
         "_alive",
+        "_beat_group",
         "_closing",
         "_congested",
         "_deferred",
@@ -134,6 +135,7 @@ class WebSocketConnection(tornado.websocket.WebSocketHandler):
         self._tornado_wrote = True
         self._closing = False
         self._alive = True  # answered since the last heartbeat ping
+        self._beat_group = -1  # its group in ctx.heartbeat, once open
         self._token_timer: Any = None
         self._reader: asyncio.Task[None] | None = None  # the receive loop (_Protocol)
         self._ip = ""
@@ -191,6 +193,7 @@ class WebSocketConnection(tornado.websocket.WebSocketHandler):
     def open(self, *args: str, **kwargs: str) -> None:
         ctx = self.ctx
         ctx.connections.add(self)
+        self._beat_group = ctx.heartbeat.add(self)
         ctx.per_ip[self._ip] += 1
         ctx.metrics.connections.set(len(ctx.connections))
         stream = self.ws_connection.stream if self.ws_connection else None
@@ -491,6 +494,9 @@ class WebSocketConnection(tornado.websocket.WebSocketHandler):
         for channel in list(self.session.channels):
             ctx.node.unsubscribe(self, channel)
         self.session.channels.clear()
+        if self._beat_group >= 0:
+            ctx.heartbeat.remove(self, self._beat_group)
+            self._beat_group = -1
         if self in ctx.connections:
             ctx.connections.discard(self)
             ctx.per_ip[self._ip] -= 1
@@ -521,12 +527,6 @@ def _log_refusal(ctx: ServerContext, reason: str) -> None:
         logger.warning("refused %d handshakes (latest: %s)", ctx.refused_unlogged, reason)
         ctx.refused_unlogged = 0
         ctx.refused_logged_at = now
-
-
-def heartbeat_all(ctx: ServerContext) -> None:
-    """Ping every connection: one timer for the process instead of a task per connection."""
-    for conn in list(ctx.connections):
-        conn.heartbeat()
 
 
 def _flush_all(ctx: ServerContext) -> None:

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from realtime.config import Settings
+from realtime.heartbeat import HeartbeatWheel
 from realtime.metrics import Metrics
 from realtime.node import Node
 from realtime.protocol import TokenBucket
@@ -23,6 +24,7 @@ class ServerContext:
     settings: Settings
     node: Node
     metrics: Metrics
+    heartbeat: HeartbeatWheel
     connections: set[WebSocketConnection] = field(default_factory=set)
     per_ip: Counter[str] = field(default_factory=Counter)
     shutting_down: bool = False

@@ -18,8 +18,8 @@ import tornado.netutil
 from realtime.app import make_app
 from realtime.brokers import create_broker
 from realtime.config import Settings
-from realtime.connection import heartbeat_all
 from realtime.context import ServerContext
+from realtime.heartbeat import HeartbeatWheel
 from realtime.metrics import Metrics
 from realtime.node import Node
 from realtime.protocol import TokenBucket
@@ -44,7 +44,10 @@ class Server:
         metrics = Metrics()
         broker = create_broker(self.settings)
         node = Node(self.settings, broker, metrics)
-        self.ctx = ServerContext(settings=self.settings, node=node, metrics=metrics)
+        heartbeat = HeartbeatWheel(self.settings.heartbeat)
+        self.ctx = ServerContext(
+            settings=self.settings, node=node, metrics=metrics, heartbeat=heartbeat
+        )
         rate = self.settings.max_connect_rate
         if rate > 0:
             self.ctx.connect_bucket = TokenBucket(rate, max(1, int(rate)), time.monotonic)
@@ -62,9 +65,7 @@ class Server:
             await node.wait_healthy(3.0)
         self._http.add_sockets(sockets)
         self._heartbeat = tornado.ioloop.PeriodicCallback(
-            lambda: heartbeat_all(self.ctx) if self.ctx else None,
-            self.settings.heartbeat * 1000,
-            jitter=0.1,
+            heartbeat.tick, heartbeat.tick_seconds * 1000
         )
         self._heartbeat.start()
         if self.settings.demo:
