@@ -1,6 +1,6 @@
 """Python cost of one delivery, without the kernel: ``python -m bench.fanout_micro``.
 
-Builds N real ``WebSocketConnection`` objects (no sockets: a fake socket whose ``send``
+Builds N real ``Connection`` objects (no sockets: a fake socket whose ``send``
 takes everything), subscribes them to one channel, and times ``Hub.publish`` plus the
 per-tick flush for ``--events`` events. What is left of a real delivery's cost is the
 ``send()`` system call and cache misses. Bounded; medians of ``--repeat`` runs.
@@ -15,7 +15,7 @@ import time
 
 from realtime.brokers.memory import MemoryBroker
 from realtime.config import Settings, validate
-from realtime.connection import WebSocketConnection, _flush_all
+from realtime.connection import Connection, _flush_all
 from realtime.context import ServerContext
 from realtime.envelope import Event
 from realtime.heartbeat import HeartbeatWheel
@@ -27,16 +27,6 @@ class _Socket:
         return len(data)
 
 
-class _Stream:
-    socket = _Socket()
-
-    def closed(self) -> bool:
-        return False
-
-    def writing(self) -> bool:
-        return False
-
-
 async def measure(connections: int, events: int, repeat: int) -> list[float]:
     """Return µs per delivery of each run."""
     settings = validate(Settings(dev=True))
@@ -45,9 +35,8 @@ async def measure(connections: int, events: int, repeat: int) -> list[float]:
     ctx = ServerContext(settings=settings, node=node, metrics=node.metrics, heartbeat=heartbeat)
     channel = "contest:micro"
     for _ in range(connections):
-        conn = WebSocketConnection.__new__(WebSocketConnection)  # no HTTP request behind it
-        conn.initialize(ctx)
-        conn._stream, conn._socket = _Stream(), _Stream.socket  # type: ignore[assignment]
+        conn = Connection(ctx, "127.0.0.1")
+        conn._socket = _Socket()  # type: ignore[assignment]  # never attached: no reader
         conn._offsets[channel] = 0
         node.hub.add(channel, conn)
     payload = b'{"op":"event","channel":"contest:micro","offset":%d,"type":"t","data":"%s"}'

@@ -11,10 +11,10 @@ from typing import Any
 import orjson
 import tornado.web
 
-from realtime.connection import WebSocketConnection
 from realtime.context import ServerContext
 from realtime.envelope import envelopes_from_body
 from realtime.errors import BrokerUnavailable, PublishError
+from realtime.handshake import WebSocketHandshake
 
 logger = logging.getLogger(__name__)
 
@@ -150,7 +150,7 @@ def make_app(ctx: ServerContext) -> tornado.web.Application:
     settings = ctx.settings
     args = {"ctx": ctx}
     routes: list[Any] = [
-        (r"/ws", WebSocketConnection, args),
+        (r"/ws", WebSocketHandshake, args),
         (r"/api/publish", PublishHandler, args),
         (r"/healthz", HealthHandler, args),
         (r"/livez", LiveHandler, args),

@@ -1,241 +1,272 @@
-"""The WebSocket handler: a thin adapter between Tornado and the sans-I/O session.
+"""One established WebSocket connection: it owns its socket once the handshake is done.
 
-Outgoing frames do not go through ``write_message``: the hub builds each event's frame
-once, and a connection only appends it to a list. Once per loop tick every connection
-with queued frames writes them in one ``send`` straight to its socket; only what the
-kernel does not take goes into Tornado's stream buffer, which is what the send-buffer
-limit counts.
+Tornado answers the HTTP upgrade (``realtime.handshake``) and then hands the socket over.
+From there this class reads and writes it directly, registered once with the event loop:
+
+- reading: one ``recv`` per readiness, frames parsed by ``frames.FrameParser``; a pong or
+  a command costs one call, not Tornado's chain of futures (a heartbeat pong cost ~90 µs
+  through it), and no coroutine or task is kept per connection;
+- writing: the hub builds each event's frame once; a connection queues it, and once per
+  loop tick every connection with queued frames writes them in one ``send``. Only what
+  the kernel does not take is buffered, and that buffer is what the send-buffer limit
+  counts.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import secrets
 import socket
 import time
 from typing import Any
 
 import orjson
-import tornado.httputil
-import tornado.websocket
-from tornado.iostream import IOStream, StreamClosedError
 
 from realtime import messages
 from realtime.context import ServerContext
 from realtime.errors import BrokerUnavailable, CloseCode, ErrorCode
-from realtime.frames import text_frame
+from realtime.frames import (
+    OP_BINARY,
+    OP_CLOSE,
+    OP_PING,
+    OP_TEXT,
+    FrameError,
+    FrameParser,
+    close_frame,
+    control_frame,
+    parse_close,
+    text_frame,
+)
 from realtime.protocol import Action, Close, Reply, Session, Subscribe, Unsubscribe
 
 logger = logging.getLogger(__name__)
 audit = logging.getLogger("realtime.audit")
 
-_PING_FRAME = b"\x89\x00"
-_NO_HEADERS = tornado.httputil.HTTPHeaders()
+_PING_FRAME = control_frame(OP_PING)
 REFUSED_CODES = frozenset({ErrorCode.UNAUTHORIZED, ErrorCode.FORBIDDEN, ErrorCode.TOKEN_EXPIRED})
+CLOSE_TIMEOUT = 5.0  # how long a peer has to answer our close frame (Tornado's default too)
+_READ_SIZE = 65536
 
 
-class _Protocol(tornado.websocket.WebSocketProtocol13):
-    """Tornado's RFC 6455 protocol, closing with 1007 on invalid UTF-8 (Tornado aborts).
-
-    It also tells the connection whenever Tornado itself writes a frame (pong, close), so
-    that the fan-out's direct socket writes only look at Tornado's buffer after one.
-    """
-
-    def _write_frame(
-        self, fin: bool, opcode: int, data: bytes, flags: int = 0
-    ) -> asyncio.Future[None]:
-        handler = self.handler
-        if isinstance(handler, WebSocketConnection):
-            handler._tornado_wrote = True
-        return super()._write_frame(fin, opcode, data, flags)
-
-    async def _receive_frame_loop(self) -> None:
-        # Tornado awaits this at the end of the handshake's coroutines (_execute, get,
-        # accept_connection, _accept_connection), which would then stay suspended, each
-        # holding its frame and locals, for the connection's lifetime (about 2 KB). As a
-        # task of its own, the loop lets them finish once the handshake is done.
-        reader = asyncio.get_running_loop().create_task(super()._receive_frame_loop())
-        reader.add_done_callback(self._reader_done)
-        handler = self.handler
-        if isinstance(handler, WebSocketConnection):
-            # a strong reference (the loop keeps only weak ones), in a slot: a new attribute
-            # here would grow this object's __dict__ by 1.5 KB
-            handler._reader = reader
-
-    def _reader_done(self, task: asyncio.Task[None]) -> None:
-        handler = self.handler
-        if isinstance(handler, WebSocketConnection):
-            handler._reader = None
-        # what accept_connection did for the loop when it was awaited there
-        if task.cancelled():
-            self._abort()
-            return
-        exc = task.exception()
-        if exc is not None:
-            if not isinstance(exc, ValueError):  # ValueError: a malformed frame
-                logger.error("receive loop failed", exc_info=exc)
-            self._abort()
-
-    def _handle_message(self, opcode: int, data: bytes) -> asyncio.Future[None] | None:
-        if opcode == 0x1 and not self._frame_compressed:
-            try:
-                data.decode("utf-8")
-            except UnicodeDecodeError:
-                self.close(CloseCode.INVALID_PAYLOAD, "invalid UTF-8")
-                return None
-        return super()._handle_message(opcode, data)
-
-
-class WebSocketConnection(tornado.websocket.WebSocketHandler):
+class Connection:
     """One client connection; implements the hub's ``Subscriber``."""
 
-    # our state in slots keeps Tornado's per-handler __dict__ in its smaller size class
     __slots__ = (
         "_alive",
         "_beat_group",
+        "_close_timer",
         "_closing",
         "_congested",
         "_deferred",
+        "_done",
+        "_fd",
         "_first",
         "_held",
-        "_ip",
         "_more",
         "_offsets",
         "_opened",
-        "_queued",
-        "_reader",
+        "_out",
+        "_parser",
+        "_shut_after_flush",
         "_socket",
-        "_stream",
         "_token_timer",
-        "_tornado_wrote",
+        "close_code",
         "ctx",
+        "ip",
         "session",
         "session_id",
     )
-    ctx: ServerContext
 
-    def initialize(self, ctx: ServerContext) -> None:
+    def __init__(self, ctx: ServerContext, ip: str) -> None:
         self.ctx = ctx
+        self.ip = ip
         self.session = Session(ctx.settings)
         self.session_id = secrets.token_urlsafe(12)
         # frames queued this tick: the first in a slot (the common case, one event per
         # tick, touches no list), any further ones in a reused list
         self._first: bytes | None = None
         self._more: list[bytes] = []
-        self._queued = 0  # bytes handed to the stream and not yet written
+        self._out: bytearray | None = None  # what the kernel did not take yet
         self._offsets: dict[str, int] = {}  # last offset sent per channel
-        self._held: dict[str, list[tuple[int, bytes]]] = {}  # frames held until `subscribed`
-        self._deferred: dict[str, bytes] = {}  # latest coalesced frame while congested
-        self._stream: IOStream | None = None  # set in open(); written directly by _write
-        self._socket: socket.socket | None = None
+        # frames held until `subscribed` / latest coalesced frame while congested: most
+        # connections never need them, so they are created on first use
+        self._held: dict[str, list[tuple[int, bytes]]] | None = None
+        self._deferred: dict[str, bytes] | None = None
+        self._socket: socket.socket | None = None  # set by attach()
+        self._fd = -1
+        self._parser = FrameParser(ctx.settings.max_message_size)
         self._congested = ctx.settings.max_send_buffer // 2
-        # Tornado may have bytes in its stream buffer (the handshake, a pong, a close frame)
-        self._tornado_wrote = True
-        self._closing = False
+        self._closing = False  # no more output but a close frame
+        self._shut_after_flush = False  # close the socket once the output is written
+        self._done = False
         self._alive = True  # answered since the last heartbeat ping
-        self._beat_group = -1  # its group in ctx.heartbeat, once open
+        self._beat_group = -1
         self._token_timer: Any = None
-        self._reader: asyncio.Task[None] | None = None  # the receive loop (_Protocol)
-        self._ip = ""
+        self._close_timer: Any = None
         self._opened = time.monotonic()
+        self.close_code: int | None = None
 
-    # -- handshake -------------------------------------------------------------------
+    # -- life cycle ------------------------------------------------------------------
 
-    def prepare(self) -> None:
-        """Refuse the handshake (503 + Retry-After) past a limit, before Tornado upgrades.
-
-        Done here rather than by wrapping ``get``: a wrapper's coroutine frame would stay
-        alive, holding memory, for as long as the connection.
-        """
-        ctx = self.ctx
-        self._ip = self.request.remote_ip or ""
-        refusal = None
-        if ctx.shutting_down:
-            refusal = "server is shutting down"
-        elif len(ctx.connections) >= ctx.settings.max_connections:
-            refusal = "connection limit reached"
-        elif (
-            ctx.settings.max_connections_per_ip
-            and ctx.per_ip[self._ip] >= ctx.settings.max_connections_per_ip
-        ):
-            refusal = "connection limit per address reached"
-        elif ctx.connect_bucket is not None and not ctx.connect_bucket.take():
-            # the contest-start herd: answer the excess at once, spread their retries
-            refusal = "too many new connections, retry later"
-        if refusal is not None:
-            ctx.metrics.refused_connections.inc()
-            _log_refusal(ctx, refusal)
-            self.set_status(503)
-            self.set_header("Retry-After", str(random.randint(1, 5)))
-            self.finish(refusal)
-
-    def check_origin(self, origin: str) -> bool:
-        allowed = self.ctx.settings.allowed_origins
-        if "*" in allowed:
-            return True
-        if allowed:
-            return origin.rstrip("/") in allowed
-        return super().check_origin(origin)  # same host only
-
-    def get_compression_options(self) -> dict[str, Any] | None:
-        # no permessage-deflate: a compressed frame differs per connection, which would turn
-        # the build-once fan-out back into per-connection work (docs/PERFORMANCE.md)
-        return None
-
-    def get_websocket_protocol(self) -> tornado.websocket.WebSocketProtocol | None:
-        protocol = super().get_websocket_protocol()
-        if isinstance(protocol, tornado.websocket.WebSocketProtocol13):
-            return _Protocol(self, False, protocol.params)
-        return protocol
-
-    def open(self, *args: str, **kwargs: str) -> None:
+    def open(self) -> None:
+        """Register with the process and greet the client (output waits for ``attach``)."""
         ctx = self.ctx
         ctx.connections.add(self)
         self._beat_group = ctx.heartbeat.add(self)
-        ctx.per_ip[self._ip] += 1
+        ctx.per_ip[self.ip] += 1
         ctx.metrics.connections.set(len(ctx.connections))
-        stream = self.ws_connection.stream if self.ws_connection else None
-        if stream is not None and stream.socket is not None:
-            stream.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            self._stream, self._socket = stream, stream.socket
-        self._opened = time.monotonic()
-        # the handshake is done: its headers and template namespace would otherwise stay
-        # alive as long as the connection (a few KB each, times tens of thousands)
-        # (Tornado's own get() coroutine keeps a reference to the request headers for the
-        # connection's lifetime, so they are emptied rather than just dropped)
-        for headers in (self.request.headers, self._headers):
-            headers.clear()
-            for table in vars(headers).values():
-                if isinstance(table, dict):
-                    table.clear()  # an emptied dict keeps its table; clear() releases it
-        self.request.headers = _NO_HEADERS
-        self.request.connection = None  # detached HTTP/1 state, holding the headers again
-        self.request.server_connection = None  # and its server side (address context, ...)
-        self._headers = _NO_HEADERS
-        self.ui = None  # type: ignore[assignment]
-        logger.info("connection %s opened from %s", self.session_id, self._ip)
+        logger.info("connection %s opened from %s", self.session_id, self.ip)
         self._send(messages.welcome(self.session_id, ctx.settings.heartbeat))
 
-    def on_pong(self, data: bytes) -> None:
-        self._alive = True
+    def attach(self, sock: socket.socket, buffered: bytes) -> None:
+        """Take over the socket from Tornado, with any bytes it had already read."""
+        if self._done:
+            sock.close()
+            return
+        sock.setblocking(False)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._socket, self._fd = sock, sock.fileno()
+        loop = asyncio.get_running_loop()
+        loop.add_reader(self._fd, self._on_readable)
+        if self._out:
+            loop.add_writer(self._fd, self._on_writable)
+        if buffered:
+            self._received(buffered)
+
+    def _finish(self) -> None:
+        """Close the socket and forget the connection (once)."""
+        if self._done:
+            return
+        self._done = True
+        self._stop_output()
+        self._out = None
+        sock = self._socket
+        if sock is not None:
+            loop = asyncio.get_running_loop()
+            loop.remove_reader(self._fd)
+            loop.remove_writer(self._fd)
+            sock.close()
+            self._socket = None
+        for timer in (self._token_timer, self._close_timer):
+            if timer is not None:
+                timer.cancel()
+        self._token_timer = self._close_timer = None
+        ctx = self.ctx
+        for channel in list(self.session.channels):
+            ctx.node.unsubscribe(self, channel)
+        self.session.channels.clear()
+        if self._beat_group >= 0:
+            ctx.heartbeat.remove(self, self._beat_group)
+            self._beat_group = -1
+        if self in ctx.connections:
+            ctx.connections.discard(self)
+            ctx.per_ip[self.ip] -= 1
+            if ctx.per_ip[self.ip] <= 0:
+                del ctx.per_ip[self.ip]
+        ctx.metrics.connections.set(len(ctx.connections))
+        if ctx.shutting_down and not ctx.connections:
+            ctx.all_closed.set()
+        logger.info(
+            "connection %s closed from %s: code=%s user=%s after %.1fs",
+            self.session_id,
+            self.ip,
+            self.close_code,
+            self.session.identity.user,
+            time.monotonic() - self._opened,
+        )
+
+    def abort(self) -> None:
+        """Drop the connection without a close handshake."""
+        self._finish()
+
+    def shutdown(self) -> None:
+        """Close with 1012 (server restart): clients reconnect soon."""
+        self._close(CloseCode.SERVICE_RESTART, "server restarting")
 
     def heartbeat(self) -> None:
         """Ping; drop a peer that has not answered (pong or anything) since the last ping."""
-        if self._closing:
+        if self._closing or self._done:
             return
         if not self._alive:
-            logger.info("connection %s from %s: no answer to ping", self.session_id, self._ip)
+            logger.info("connection %s from %s: no answer to ping", self.session_id, self.ip)
             self.abort()
             return
         self._alive = False
         self._queue(_PING_FRAME)
 
+    # -- reading ---------------------------------------------------------------------
+
+    def _on_readable(self) -> None:
+        sock = self._socket
+        if sock is None:
+            return
+        try:
+            data = sock.recv(_READ_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:  # the peer went away without a close frame
+            self._finish()
+            return
+        self._received(data)
+
+    def _received(self, data: bytes) -> None:
+        self._alive = True
+        try:
+            frames = self._parser.feed(data)
+        except FrameError as exc:
+            self._fail(exc.code, exc.reason)
+            return
+        for opcode, payload in frames:
+            if self._done:
+                return
+            if opcode == OP_TEXT:
+                try:
+                    text = payload.decode("utf-8")
+                except UnicodeDecodeError:
+                    self._fail(CloseCode.INVALID_PAYLOAD, "invalid UTF-8")
+                    return
+                self._on_message(text)
+            elif opcode == OP_BINARY:
+                self._on_message(payload)
+            elif opcode == OP_PING:
+                if not self._closing:
+                    self._queue(control_frame(0xA, payload))
+            elif opcode == OP_CLOSE:
+                self._on_close_frame(payload)
+                return
+            # a pong only proves the peer is alive, which any frame does
+
+    def _on_close_frame(self, payload: bytes) -> None:
+        try:
+            code, _ = parse_close(payload)  # also checks the reason is UTF-8
+        except FrameError as exc:
+            self._fail(exc.code, exc.reason)
+            return
+        if self._closing:  # the answer to our close frame: the handshake is complete
+            self._finish()
+            return
+        self.close_code = code
+        # echo the code (RFC 6455 section 5.5.1), then close the TCP connection ourselves
+        self._flush()
+        self._stop_output()
+        self._write_control(close_frame(code) if code is not None else control_frame(OP_CLOSE))
+        self._shut_when_written()
+
+    def _fail(self, code: int, reason: str) -> None:
+        """Close on a protocol error: send the close frame and stop reading."""
+        if self._closing:
+            self._finish()
+            return
+        logger.info("connection %s from %s: %s", self.session_id, self.ip, reason)
+        self._close(code, reason)
+        self._shut_when_written()
+
     # -- client commands -------------------------------------------------------------
 
-    def on_message(self, message: str | bytes) -> None:
-        self._alive = True
+    def _on_message(self, message: str | bytes) -> None:
         if self._closing:
             return
         self.ctx.metrics.messages_in.inc()
@@ -253,6 +284,8 @@ class WebSocketConnection(tornado.websocket.WebSocketHandler):
             if self.session.identity.expires is not None and self._token_timer is None:
                 self._schedule_token_check(self.session.identity.expires)
         elif isinstance(action, Subscribe):
+            if self._held is None:
+                self._held = {}
             self._held[action.channel] = []
             asyncio.get_running_loop().create_task(self._subscribe(action))
         elif isinstance(action, Unsubscribe):
@@ -272,7 +305,7 @@ class WebSocketConnection(tornado.websocket.WebSocketHandler):
         audit.warning(
             "denied user=%s ip=%s channel=%s reason=%s connection=%s",
             self.session.identity.user,
-            self._ip,
+            self.ip,
             reply.channel,
             code.value,
             self.session_id,
@@ -284,20 +317,29 @@ class WebSocketConnection(tornado.websocket.WebSocketHandler):
             result = await self.ctx.node.subscribe(self, channel, action.since)
         except BrokerUnavailable as exc:
             self.session.subscribe_failed(channel)
-            self._held.pop(channel, None)
+            self._unhold(channel)
             logger.warning("subscribe %s failed: %s", channel, exc)
             self._close(CloseCode.TRY_AGAIN_LATER, "broker unavailable, retry-after=2")
             return
         if self._closing or channel not in self.session.channels:
             # closed or unsubscribed while the subscribe was in flight
             self.ctx.node.unsubscribe(self, channel)
-            self._held.pop(channel, None)
+            self._unhold(channel)
             return
         self._send(self._with_id(result.reply, action.command_id))
         # never backwards: a quick unsubscribe + subscribe may already have moved it on
         self._offsets[channel] = max(result.offset, self._offsets.get(channel, 0))
-        for offset, frame in self._held.pop(channel, ()):
+        for offset, frame in self._unhold(channel):
             self._push_frame(channel, offset, frame)
+
+    def _unhold(self, channel: str) -> list[tuple[int, bytes]]:
+        held = self._held
+        if held is None:
+            return []
+        frames = held.pop(channel, [])
+        if not held:
+            self._held = None  # an emptied dict keeps its table
+        return frames
 
     @staticmethod
     def _with_id(reply: bytes, command_id: str | int | None) -> bytes:
@@ -307,8 +349,9 @@ class WebSocketConnection(tornado.websocket.WebSocketHandler):
 
     def _drop(self, channel: str) -> None:
         self._offsets.pop(channel, None)
-        self._held.pop(channel, None)
-        self._deferred.pop(channel, None)
+        self._unhold(channel)
+        if self._deferred is not None:
+            self._deferred.pop(channel, None)
         self.ctx.node.unsubscribe(self, channel)
 
     def _schedule_token_check(self, when: float) -> None:
@@ -336,16 +379,18 @@ class WebSocketConnection(tornado.websocket.WebSocketHandler):
         """
         last = self._offsets.get(channel)
         if last is None:
-            held = self._held.get(channel)
+            held = self._held.get(channel) if self._held is not None else None
             if held is not None:  # its `subscribed` reply is not out yet
                 held.append((offset, frame))
             return
         if offset <= last:
             return  # already delivered (from history, or a resync moved past it)
         self._offsets[channel] = offset
-        if coalesced and self._queued > self._congested:
+        if coalesced and self._out is not None and len(self._out) > self._congested:
             # a slow leaderboard watcher skips to the latest version instead of being cut off
-            if channel in self._deferred:
+            if self._deferred is None:
+                self._deferred = {}
+            elif channel in self._deferred:
                 self.ctx.metrics.frames_skipped.inc()
             self._deferred[channel] = frame
             return
@@ -364,10 +409,11 @@ class WebSocketConnection(tornado.websocket.WebSocketHandler):
 
     def push_resync(self, channel: str, offset: int, frame: bytes) -> None:
         """Queue an unasked ``subscribed`` message and continue after ``offset``."""
-        if channel in self._held or channel not in self._offsets:
+        if (self._held is not None and channel in self._held) or channel not in self._offsets:
             return  # its own `subscribed` reply is on the way
         self._offsets[channel] = offset
-        self._deferred.pop(channel, None)
+        if self._deferred is not None:
+            self._deferred.pop(channel, None)
         self._queue(frame)
 
     # -- output ----------------------------------------------------------------------
@@ -415,43 +461,82 @@ class WebSocketConnection(tornado.websocket.WebSocketHandler):
         return len(data)
 
     def _write(self, data: bytes) -> None:
-        stream, sock = self._stream, self._socket
-        if stream is None or sock is None or self._closing:
+        if self._closing:
             return
-        if self._tornado_wrote and not stream.writing():
-            self._tornado_wrote = False  # Tornado's buffer is empty again
-        if self._queued == 0 and not self._tornado_wrote:
-            # fast path: nothing buffered anywhere, so writing straight to the socket keeps
-            # the byte order (a closed socket raises OSError here)
-            try:
-                sent = sock.send(data)
-            except (BlockingIOError, InterruptedError):
-                sent = 0
-            except OSError:
-                self.abort()
-                return
-            if sent == len(data):
-                return
-            data = data[sent:]
-        size = len(data)
-        if self._queued + size > self.ctx.settings.max_send_buffer:
+        out = self._out
+        if out is None:
+            sock = self._socket
+            if sock is not None:
+                # fast path: nothing buffered, so the bytes go straight to the kernel
+                try:
+                    sent = sock.send(data)
+                except (BlockingIOError, InterruptedError):
+                    sent = 0
+                except OSError:
+                    self._finish()
+                    return
+                if sent == len(data):
+                    return
+                data = data[sent:]
+            out = self._out = bytearray()
+            if sock is not None:
+                asyncio.get_running_loop().add_writer(self._fd, self._on_writable)
+        if len(out) + len(data) > self.ctx.settings.max_send_buffer:
             self._slow_consumer()
             return
-        self._queued += size
-        try:
-            future = stream.write(data)
-        except StreamClosedError:
-            return
-        future.add_done_callback(lambda f: self._drained(size, f))
+        out += data
 
-    def _drained(self, size: int, future: Any) -> None:
-        self._queued -= size
-        if future.exception() is not None:
+    def _write_control(self, frame: bytes) -> None:
+        """Write a close frame past the send-buffer limit (it is small, and the last)."""
+        if self._out is None:
+            sock = self._socket
+            if sock is not None:
+                try:
+                    sent = sock.send(frame)
+                except (BlockingIOError, InterruptedError):
+                    sent = 0
+                except OSError:
+                    self._finish()
+                    return
+                if sent == len(frame):
+                    return
+                frame = frame[sent:]
+                asyncio.get_running_loop().add_writer(self._fd, self._on_writable)
+            self._out = bytearray()
+        self._out += frame
+
+    def _on_writable(self) -> None:
+        out, sock = self._out, self._socket
+        if sock is None:
             return
-        if self._queued == 0 and self._deferred:
-            deferred, self._deferred = self._deferred, {}
+        if out:
+            try:
+                sent = sock.send(out)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                self._finish()
+                return
+            del out[:sent]
+            if out:
+                return
+        asyncio.get_running_loop().remove_writer(self._fd)
+        self._out = None
+        if self._shut_after_flush:
+            self._finish()
+            return
+        deferred = self._deferred
+        if deferred and not self._closing:
+            self._deferred = None
             for frame in deferred.values():
                 self._queue(frame)
+
+    def _shut_when_written(self) -> None:
+        """Close the TCP connection once our last frames (the close frame) are out."""
+        if self._out is None:
+            self._finish()
+        else:
+            self._shut_after_flush = True
 
     def _slow_consumer(self) -> None:
         self.ctx.metrics.slow_consumers.inc()
@@ -460,73 +545,30 @@ class WebSocketConnection(tornado.websocket.WebSocketHandler):
             self.session_id,
             self.ctx.settings.max_send_buffer,
         )
-        # the close frame queues behind the unread data; Tornado aborts the stream if the
-        # peer never reads it, so memory stays bounded by the limit
+        # the close frame queues behind the unread data; if the peer never reads it, the
+        # close timeout drops the socket, so memory stays bounded by the limit
         self._close(CloseCode.TRY_AGAIN_LATER, "slow consumer")
 
     def _close(self, code: int, reason: str) -> None:
-        if self._closing:
+        """Start the closing handshake: queued frames, then a close frame; wait for the answer."""
+        if self._closing or self._done:
             return
         self.ctx.metrics.bytes_out.inc(self._flush())
+        if self._closing or self._done:
+            return  # that last write found a slow consumer or a dead peer, and closed
         self._stop_output()
-        self.close(code, reason)
+        self.close_code = code
+        self._write_control(close_frame(code, reason))
+        if not self._done:
+            self._close_timer = asyncio.get_running_loop().call_later(CLOSE_TIMEOUT, self.abort)
 
     def _stop_output(self) -> None:
         self._closing = True
         self._first = None
         self._more.clear()
         self._offsets.clear()  # later fan-out pushes stop at their first lookup
-        self._held.clear()
-        self._deferred.clear()
-
-    def abort(self) -> None:
-        """Drop the connection without a close handshake."""
-        self._stop_output()
-        conn = self.ws_connection
-        if conn is not None and conn.stream is not None:
-            conn.stream.close()
-
-    def on_close(self) -> None:
-        ctx = self.ctx
-        self._stop_output()
-        if self._token_timer is not None:
-            self._token_timer.cancel()
-        for channel in list(self.session.channels):
-            ctx.node.unsubscribe(self, channel)
-        self.session.channels.clear()
-        if self._beat_group >= 0:
-            ctx.heartbeat.remove(self, self._beat_group)
-            self._beat_group = -1
-        if self in ctx.connections:
-            ctx.connections.discard(self)
-            ctx.per_ip[self._ip] -= 1
-            if ctx.per_ip[self._ip] <= 0:
-                del ctx.per_ip[self._ip]
-        ctx.metrics.connections.set(len(ctx.connections))
-        if ctx.shutting_down and not ctx.connections:
-            ctx.all_closed.set()
-        logger.info(
-            "connection %s closed from %s: code=%s user=%s after %.1fs",
-            self.session_id,
-            self._ip,
-            self.close_code,
-            self.session.identity.user,
-            time.monotonic() - self._opened,
-        )
-
-    def shutdown(self) -> None:
-        """Close with 1012 (server restart): clients reconnect soon."""
-        self._close(CloseCode.SERVICE_RESTART, "server restarting")
-
-
-def _log_refusal(ctx: ServerContext, reason: str) -> None:
-    """Log refused handshakes as one line a second: a herd must not also flood the log."""
-    now = time.monotonic()
-    ctx.refused_unlogged += 1
-    if now - ctx.refused_logged_at >= 1.0:
-        logger.warning("refused %d handshakes (latest: %s)", ctx.refused_unlogged, reason)
-        ctx.refused_unlogged = 0
-        ctx.refused_logged_at = now
+        self._held = None
+        self._deferred = None
 
 
 def _flush_all(ctx: ServerContext) -> None:

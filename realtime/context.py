@@ -14,7 +14,7 @@ from realtime.node import Node
 from realtime.protocol import TokenBucket
 
 if TYPE_CHECKING:
-    from realtime.connection import WebSocketConnection
+    from realtime.connection import Connection
 
 
 @dataclass(slots=True)
@@ -25,7 +25,7 @@ class ServerContext:
     node: Node
     metrics: Metrics
     heartbeat: HeartbeatWheel
-    connections: set[WebSocketConnection] = field(default_factory=set)
+    connections: set[Connection] = field(default_factory=set)
     per_ip: Counter[str] = field(default_factory=Counter)
     shutting_down: bool = False
     all_closed: asyncio.Event = field(default_factory=asyncio.Event)  # set while draining
@@ -34,5 +34,5 @@ class ServerContext:
     # admits new connections at settings.max_connect_rate (None: unlimited)
     connect_bucket: TokenBucket | None = None
     # connections with frames queued in this loop tick; written together in one callback
-    dirty: list[WebSocketConnection] = field(default_factory=list)
+    dirty: list[Connection] = field(default_factory=list)
     flush_scheduled: bool = False

@@ -90,6 +90,61 @@ def test_invalid_utf8_closes_with_1007(memory_server: ServerProcess) -> None:
 
 
 @pytest.mark.parametrize(
+    "data",
+    [
+        bytes((0x81, 0x04)) + b"ping",  # not masked
+        frame(0x1, b'{"op":"ping"}', rsv=4),  # RSV1: no extension was negotiated
+        frame(0x3, b"x"),  # reserved opcode
+        frame(0x9, b"x", fin=False),  # fragmented ping
+        frame(0x0, b"x"),  # continuation of nothing
+    ],
+    ids=["unmasked", "rsv1", "opcode-3", "fragmented-ping", "lone-continuation"],
+)
+def test_protocol_violations_close_with_1002(memory_server: ServerProcess, data: bytes) -> None:
+    """A frame that breaks RFC 6455 gets a 1002 close frame, not just a dropped socket."""
+    raw = RawClient(memory_server.port)
+    raw.next_text()  # welcome
+    raw.send(data)
+    _, code = raw.messages_until_close()
+    raw.close()
+    assert code == 1002
+    asyncio.run(_still_up(memory_server))
+
+
+def test_a_command_sent_with_the_handshake_is_answered(memory_server: ServerProcess) -> None:
+    """Bytes that arrive with the upgrade request are not lost in the hand-over."""
+    sock = socket.create_connection(("127.0.0.1", memory_server.port), timeout=5)
+    try:
+        ping = frame(0x1, b'{"op":"ping","id":7}')
+        sock.sendall(handshake_request(memory_server.port) + ping)
+        got = b""
+        deadline = time.monotonic() + 5
+        while b'"pong"' not in got and time.monotonic() < deadline:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            got += chunk
+    finally:
+        sock.close()
+    assert b" 101 " in got.split(b"\r\n", 1)[0]
+    assert b'"op":"pong"' in got and b'"id":7' in got, got
+
+
+def test_ping_is_answered_with_its_payload_and_close_is_echoed(
+    memory_server: ServerProcess,
+) -> None:
+    """Control frames from the client: pong echoes the ping, the close code comes back."""
+    raw = RawClient(memory_server.port)
+    raw.next_text()  # welcome
+    raw.send(frame(0x9, b"are you there"))
+    assert raw.read_frame() == (0xA, b"are you there")
+    raw.send(frame(0x8, (4001).to_bytes(2, "big") + b"bye"))
+    assert raw.read_frame() == (0x8, (4001).to_bytes(2, "big"))
+    assert raw.read_frame() is None  # and the server closes the TCP connection
+    raw.close()
+
+
+@pytest.mark.parametrize(
     "text",
     [
         "{not json",
