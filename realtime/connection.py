@@ -252,7 +252,9 @@ class Connection:
         # echo the code (RFC 6455 section 5.5.1), then close the TCP connection ourselves
         self._flush()
         self._stop_output()
-        self._write_control(close_frame(code) if code is not None else control_frame(OP_CLOSE))
+        self._write(
+            close_frame(code) if code is not None else control_frame(OP_CLOSE), control=True
+        )
         self._shut_when_written()
 
     def _fail(self, code: int, reason: str) -> None:
@@ -460,8 +462,13 @@ class Connection:
             self._write(data)
         return len(data)
 
-    def _write(self, data: bytes) -> None:
-        if self._closing:
+    def _write(self, data: bytes, control: bool = False) -> None:
+        """Send ``data`` now, buffering what the kernel does not take.
+
+        Event frames count against the send-buffer limit; a close frame (``control``:
+        small, and the last) goes out past it and while closing.
+        """
+        if self._closing and not control:
             return
         out = self._out
         if out is None:
@@ -481,29 +488,10 @@ class Connection:
             out = self._out = bytearray()
             if sock is not None:
                 asyncio.get_running_loop().add_writer(self._fd, self._on_writable)
-        if len(out) + len(data) > self.ctx.settings.max_send_buffer:
+        if not control and len(out) + len(data) > self.ctx.settings.max_send_buffer:
             self._slow_consumer()
             return
         out += data
-
-    def _write_control(self, frame: bytes) -> None:
-        """Write a close frame past the send-buffer limit (it is small, and the last)."""
-        if self._out is None:
-            sock = self._socket
-            if sock is not None:
-                try:
-                    sent = sock.send(frame)
-                except (BlockingIOError, InterruptedError):
-                    sent = 0
-                except OSError:
-                    self._finish()
-                    return
-                if sent == len(frame):
-                    return
-                frame = frame[sent:]
-                asyncio.get_running_loop().add_writer(self._fd, self._on_writable)
-            self._out = bytearray()
-        self._out += frame
 
     def _on_writable(self) -> None:
         out, sock = self._out, self._socket
@@ -558,7 +546,7 @@ class Connection:
             return  # that last write found a slow consumer or a dead peer, and closed
         self._stop_output()
         self.close_code = code
-        self._write_control(close_frame(code, reason))
+        self._write(close_frame(code, reason), control=True)
         if not self._done:
             self._close_timer = asyncio.get_running_loop().call_later(CLOSE_TIMEOUT, self.abort)
 
