@@ -300,8 +300,6 @@ async def run_plan(plan: Plan, redis_url: str) -> dict[str, Any]:
         "rows": rows,
     }
     (raw_dir / f"{stamp}-{plan.mode}.json").write_text(json.dumps(doc, indent=1))
-    merge_previous(doc, RESULTS / f"{plan.mode}.json")
-    (RESULTS / f"{plan.mode}.json").write_text(json.dumps(doc, indent=1))
     return doc
 
 
@@ -330,6 +328,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--processes", type=int, default=1, help="client processes")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
     parser.add_argument("--no-report", action="store_true", help="skip docs/PERFORMANCE.md")
+    parser.add_argument(
+        "--out", type=Path, help="write the results here only (no merge, no report)"
+    )
     args = parser.parse_args(argv)
     everyone = tuple(name for name, target in TARGETS.items() if target.default)
     if args.full:
@@ -352,11 +353,16 @@ def main(argv: list[str] | None = None) -> int:
         pass
     started = time.monotonic()
     doc = asyncio.run(run_plan(plan, args.redis_url))
+    if args.out is not None:  # an experiment: kept apart from the published results
+        args.out.write_text(json.dumps(doc, indent=1))
+    else:
+        merge_previous(doc, RESULTS / f"{plan.mode}.json")
+        (RESULTS / f"{plan.mode}.json").write_text(json.dumps(doc, indent=1))
     print(table(doc["rows"]))
     for failure in doc["failures"]:
         print("not measured:", failure)
     print(f"{len(doc['rows'])} rounds in {time.monotonic() - started:.0f} s")
-    if not args.no_report:
+    if not args.no_report and args.out is None:
         from bench import report
 
         report.render(doc)
