@@ -11,14 +11,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import signal
 import statistics
 import subprocess
 import sys
 
 from bench import procstat
 from bench.loadgen import LoadConfig, LoadGenerator, raise_fd_limit
-from bench.run import SECRET, free_port, wait_listening
+from bench.run import SECRET, free_port, stop, wait_listening
 
 
 async def measure(
@@ -65,12 +64,7 @@ def main() -> None:
             measure(port, proc.pid, args.connections, args.heartbeat, args.seconds, args.repeat)
         )
     finally:  # stopped by PID, whatever happened
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        stop(proc)
     shown = ", ".join(f"{r:.1f}" for r in runs)
     print(
         f"server CPU per ping+pong (N={args.connections}, heartbeat {args.heartbeat} s): "

@@ -163,13 +163,18 @@ def running(target: Target, redis_url: str, log_dir: Path) -> Iterator[tuple[int
             wait_listening(port, proc, 30)
             yield proc.pid, port, prefix
         finally:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
+            stop(proc)
             delete_prefix(redis_url, prefix)
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    """Stop a server we started, by its PID: SIGTERM, then SIGKILL after 15 s."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
 
 
 def delete_prefix(redis_url: str, prefix: str) -> None:
