@@ -30,6 +30,7 @@ from realtime.frames import (
     OP_BINARY,
     OP_CLOSE,
     OP_PING,
+    OP_PONG,
     OP_TEXT,
     FrameError,
     FrameParser,
@@ -233,7 +234,7 @@ class Connection:
                 self._on_message(payload)
             elif opcode == OP_PING:
                 if not self._closing:
-                    self._queue(control_frame(0xA, payload))
+                    self._queue(control_frame(OP_PONG, payload))
             elif opcode == OP_CLOSE:
                 self._on_close_frame(payload)
                 return
@@ -523,8 +524,10 @@ class Connection:
         """Close the TCP connection once our last frames (the close frame) are out."""
         if self._out is None:
             self._finish()
-        else:
-            self._shut_after_flush = True
+            return
+        self._shut_after_flush = True
+        if self._close_timer is None:  # a peer that stopped reading does not hold it open
+            self._close_timer = asyncio.get_running_loop().call_later(CLOSE_TIMEOUT, self.abort)
 
     def _slow_consumer(self) -> None:
         self.ctx.metrics.slow_consumers.inc()

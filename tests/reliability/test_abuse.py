@@ -111,6 +111,26 @@ def test_protocol_violations_close_with_1002(memory_server: ServerProcess, data:
     asyncio.run(_still_up(memory_server))
 
 
+def test_a_peer_that_closes_but_stops_reading_is_dropped(server_factory: Any) -> None:
+    """Our close answer queued behind unread data must not keep the socket open forever."""
+    server = server_factory(max_send_buffer=str(64 << 20))  # no slow-consumer cut here
+    raw = RawClient(server.port, rcvbuf=4096)
+    raw.next_text()  # welcome
+    raw.send_text('{"op":"subscribe","channel":"contest:stall"}')
+    assert b"subscribed" in raw.next_text()
+    pad = "x" * 4000  # 12 MB in all: more than the kernel's socket buffers take
+    for _ in range(15):  # 200 events a request: under the 1 MiB publish limit
+        server.publish(
+            *[{"channel": "contest:stall", "type": "t", "data": {"pad": pad}} for _ in range(200)]
+        )
+    wait_for(lambda: metric(server, "realtime_messages_out_total") >= 3000, timeout=10)
+    raw.send(frame(0x8, (1000).to_bytes(2, "big")))  # close, then never read again
+    started = time.monotonic()
+    wait_for(lambda: metric(server, "realtime_connections") == 0, timeout=12)
+    assert time.monotonic() - started >= 3  # it waited for the close timeout, not sooner
+    raw.close()
+
+
 def test_a_command_sent_with_the_handshake_is_answered(memory_server: ServerProcess) -> None:
     """Bytes that arrive with the upgrade request are not lost in the hand-over."""
     sock = socket.create_connection(("127.0.0.1", memory_server.port), timeout=5)
