@@ -399,7 +399,11 @@ class Connection:
             return
         if self._first is None:
             self._first = frame
-            self._mark_dirty()
+            ctx = self.ctx  # _mark_dirty, inlined: this runs once per delivery
+            ctx.dirty.append(self)
+            if not ctx.flush_scheduled:
+                ctx.flush_scheduled = True
+                asyncio.get_running_loop().call_soon(_flush_all, ctx)
         else:
             self._more.append(frame)
 
@@ -568,11 +572,19 @@ def _flush_all(ctx: ServerContext) -> None:
     dirty, ctx.dirty = ctx.dirty, []
     frames = sent = 0
     for conn in dirty:
-        data, count = conn._take()
-        if count:
-            frames += count
-            sent += len(data)
-            conn._write(data)
+        # Connection._take, inlined: this loop runs once per delivery
+        data = conn._first
+        if data is None:
+            continue  # closed since it was queued
+        conn._first = None
+        more = conn._more
+        if more:
+            frames += len(more)
+            data += b"".join(more)
+            more.clear()
+        frames += 1
+        sent += len(data)
+        conn._write(data)
     # counted once per tick: a prometheus inc per connection would cost as much as the send
     ctx.metrics.messages_out.inc(frames)
     ctx.metrics.bytes_out.inc(sent)
