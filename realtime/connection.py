@@ -444,27 +444,22 @@ class Connection:
             ctx.flush_scheduled = True
             asyncio.get_running_loop().call_soon(_flush_all, ctx)
 
-    def _take(self) -> tuple[bytes, int]:
-        """Return this tick's frames joined, and how many; the queue is empty after."""
-        first = self._first
-        if first is None:
-            return b"", 0
+    def _flush(self) -> int:
+        """Write what this tick queued in one send; return the bytes written.
+
+        ``_flush_all`` does the same inline for every dirty connection (the hot path).
+        """
+        data = self._first
+        if data is None:
+            return 0
         self._first = None
         more = self._more
-        if not more:
-            return first, 1
-        data = first + b"".join(more)
-        count = 1 + len(more)
-        # the list is reused: a new one per connection per tick would survive into the
-        # oldest GC generation and make full collections run over every connection
-        more.clear()
-        return data, count
-
-    def _flush(self) -> int:
-        """Write what this tick queued in one send; return the bytes written."""
-        data, _ = self._take()
-        if data:
-            self._write(data)
+        if more:
+            data += b"".join(more)
+            # the list is reused: a new one per connection per tick would survive into the
+            # oldest GC generation and make full collections run over every connection
+            more.clear()
+        self._write(data)
         return len(data)
 
     def _write(self, data: bytes, control: bool = False) -> None:
@@ -572,7 +567,7 @@ def _flush_all(ctx: ServerContext) -> None:
     dirty, ctx.dirty = ctx.dirty, []
     frames = sent = 0
     for conn in dirty:
-        # Connection._take, inlined: this loop runs once per delivery
+        # Connection._flush, inlined: this loop runs once per delivery
         data = conn._first
         if data is None:
             continue  # closed since it was queued
