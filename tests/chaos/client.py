@@ -18,6 +18,7 @@ import json
 import random
 import re
 import socket
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -45,6 +46,7 @@ class Stats:
     recoveries: int = 0
     churn: int = 0
     pauses: int = 0
+    cut_while_paused: int = 0  # connections the server closed while this client did not read
 
 
 class ChaosClient:
@@ -74,6 +76,7 @@ class ChaosClient:
         self._next_id = 0
         self._paused_until = 0.0
         self.churning = True
+        self.rights: list[str] = []  # the private channels it may read (for the checker)
 
     # --- the connection loop -----------------------------------------------------------
 
@@ -104,6 +107,8 @@ class ChaosClient:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(ws.close(), 2)
             self.history.append({"kind": "disconnect", "code": code, "t": round(loop.time(), 2)})
+            if self._paused_until > loop.time() - 0.6 and not stop.is_set():
+                self.stats.cut_while_paused += 1
             key = str(code)
             self.stats.close_codes[key] = self.stats.close_codes.get(key, 0) + 1
             for sub in self.subs.values():
@@ -233,6 +238,11 @@ class ChaosClient:
 
     def _handle(self, msg: dict[str, Any]) -> None:
         op = msg.get("op")
+        # one copy of each padding string: hundreds of histories hold the same events
+        for event in (msg, *(msg.get("missed") or ())):
+            data = event.get("data")
+            if isinstance(data, dict) and isinstance(data.get("pad"), str):
+                data["pad"] = sys.intern(data["pad"])
         pending = self._pending.pop(msg["id"], None) if "id" in msg else None
         if op == "event":
             self.history.append(

@@ -61,6 +61,31 @@ async def publish_loop(
         client.close()
 
 
+async def publish_burst(
+    urls: Callable[[], list[str]],
+    channel: str,
+    count: int,
+    size: int,
+    rng: random.Random,
+    log: PublishLog,
+) -> None:
+    """Publish ``count`` events of about ``size`` bytes on ``channel`` back to back."""
+    client = AsyncHTTPClient(force_instance=True, max_clients=2)
+    try:
+        for _ in range(count):
+            n = next(_numbers)
+            envelope = {
+                "channel": channel,
+                "type": "burst",
+                "data": {"n": n, "pad": "y" * size},
+                "state": rng.random() < 0.1,
+            }
+            log.attempts[n] = envelope
+            await _publish_one(client, rng.choice(urls()), envelope, log)
+    finally:
+        client.close()
+
+
 async def _publish_one(
     client: AsyncHTTPClient, base: str, envelope: dict[str, Any], log: PublishLog
 ) -> None:

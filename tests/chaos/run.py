@@ -15,6 +15,7 @@ import contextlib
 import json
 import logging
 import random
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,12 +23,13 @@ from typing import Any
 
 from tests.chaos.client import ChaosClient
 from tests.chaos.cluster import Cluster
-from tests.chaos.publisher import PublishLog, publish_loop, reconcile
+from tests.chaos.publisher import PublishLog, publish_burst, publish_loop, reconcile
 from tests.conftest import make_token
 from tests.guarantee.checker import Violation, check, format_violations
 
 logger = logging.getLogger("tests.chaos")
 
+_NUMBERS = re.compile(r"[0-9a-f]{8}/|\d+")  # epochs and offsets, to group violations
 USERS = 10
 SUBMISSIONS = 6
 # fault kinds and weights per transport; slow readers and churn bursts on both
@@ -86,7 +88,14 @@ class ChaosResult:
             "numbers: " + json.dumps(self.numbers, sort_keys=True),
         ]
         if self.violations:
-            lines.append(format_violations(self.violations, self.histories, limit=limit))
+            kinds = Counter(
+                f"rule {v.rule}: {_NUMBERS.sub('N', v.detail)}" for v in self.violations
+            )
+            lines.append("by kind: " + "; ".join(f"{k} x{n}" for k, n in kinds.most_common()))
+            shown = {v.client for v in self.violations[:limit]}
+            lines.append(
+                format_violations(self.violations, _trimmed(self.histories, shown), limit=limit)
+            )
             lines.append(f"(replay the fault schedule with seed {self.seed})")
         return "\n".join(lines)
 
@@ -104,6 +113,23 @@ class ChaosResult:
                 }
             )
         )
+
+
+def _trimmed(
+    histories: dict[str, list[dict[str, Any]]], clients: set[str]
+) -> dict[str, list[dict[str, Any]]]:
+    """The given clients' histories with each padding string shown as its length."""
+
+    def short(rec: dict[str, Any]) -> dict[str, Any]:
+        out = dict(rec)
+        data = out.get("data")
+        if isinstance(data, dict) and isinstance(data.get("pad"), str):
+            out["data"] = {**data, "pad": f"<{len(data['pad'])} bytes>"}
+        if out.get("missed"):
+            out["missed"] = [m["offset"] if isinstance(m, dict) else m for m in out["missed"]]
+        return out
+
+    return {c: [short(r) for r in histories[c]] for c in clients}
 
 
 @dataclass
@@ -149,7 +175,7 @@ def _make_side(cluster: Cluster, tag: str, count: int, rng: random.Random) -> _S
             pool=public + rights,
             forbidden=rng.sample(forbidden, 2),
         )
-        client.rights = rights  # type: ignore[attr-defined]
+        client.rights = rights
         side.clients.append(client)
     return side
 
@@ -234,7 +260,7 @@ async def run_chaos(config: ChaosConfig) -> ChaosResult:
         for side in sides:
             await loop.run_in_executor(None, side.cluster.stop)
     histories = {c.cid: c.history for side in sides for c in side.clients}
-    rights = {c.cid: list(c.rights) for side in sides for c in side.clients}  # type: ignore[attr-defined]
+    rights = {c.cid: list(c.rights) for side in sides for c in side.clients}
     violations = check(published, histories, rights, settled=True)
     numbers = _numbers(sides, published, reconciled, settled_after)
     return ChaosResult(
@@ -279,11 +305,21 @@ async def _faults(
                 note(side, kind, await loop.run_in_executor(None, cluster.kill_node, i))
                 side.restarts.append(loop.create_task(_restart_later(side, i, rng.uniform(0.5, 3))))
             elif kind == "slow_readers":
-                victims = rng.sample(side.clients, max(1, len(side.clients) // 30))
+                # a few clients stop reading while a burst of large events goes out on a
+                # channel some of them follow: past max_send_buffer they are cut off (1013)
+                channel = rng.choice(side.public)
+                following = [c for c in side.clients if channel in c.subs]
+                victims = rng.sample(following or side.clients, min(len(following) or 1, 4))
+                victims += rng.sample(side.clients, max(1, len(side.clients) // 40))
                 seconds = rng.uniform(2.0, 8.0)
                 for client in victims:
                     client.pause(seconds)
-                note(side, kind, f"{len(victims)} clients stop reading for {seconds:.1f}s")
+                note(
+                    side,
+                    kind,
+                    f"{len(victims)} clients stop reading for {seconds:.1f}s, burst on {channel}",
+                )
+                await publish_burst(side.cluster.live_http, channel, 25, 6000, rng, side.log)
             elif kind == "churn_burst":
                 victims = rng.sample(side.clients, max(1, len(side.clients) // 8))
                 done = await asyncio.gather(*(c.churn_once() for c in victims))
@@ -408,7 +444,7 @@ def _numbers(
         "reconciled_from_store": reconciled,
         "settled_after_s": round(settled_after, 1),
     }
-    events = connects = resyncs = recoveries = churn = pauses = 0
+    events = connects = resyncs = recoveries = churn = pauses = cut = 0
     for side in sides:
         for c in side.clients:
             events += sum(1 for r in c.history if r["kind"] == "event")
@@ -417,6 +453,7 @@ def _numbers(
             recoveries += c.stats.recoveries
             churn += c.stats.churn
             pauses += c.stats.pauses
+            cut += c.stats.cut_while_paused
             codes.update(c.stats.close_codes)
     out.update(
         events_received=events,
@@ -425,6 +462,7 @@ def _numbers(
         recoveries=recoveries,
         churn_actions=churn,
         paused_readers=pauses,
+        cut_while_not_reading=cut,
         close_codes=dict(codes),
     )
     return out
