@@ -1,20 +1,22 @@
 """The long chaos run: ``python -m tests.chaos --minutes 10 --clients 300 [--seed N]``.
 
 Prints the fault counts, the numbers and every violation with the seed; writes the whole
-record (log, histories, rights, faults) to ``--dump`` for a later look. Exit status 1 when the
-checker found a violation.
+record (log, histories, rights, faults) to ``--dump`` for a later look, which
+``python -m tests.chaos --check FILE`` checks again. Exit status 1 when the checker found a
+violation.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import random
 import sys
 import tempfile
 from pathlib import Path
 
-from tests.chaos.run import ChaosConfig, run_chaos
+from tests.chaos.run import ChaosConfig, ChaosResult, run_chaos
 from tests.conftest import AMQP_URL
 from tests.reliability.conftest import raise_nofile
 
@@ -30,7 +32,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=25.0, help="events/s per cluster")
     parser.add_argument("--amqp-url", default=AMQP_URL)
     parser.add_argument("--dump", type=Path, default=None, help="write the record here (JSON)")
+    parser.add_argument("--check", type=Path, default=None, help="check a dumped record")
     args = parser.parse_args(argv)
+    if args.check:
+        return _check_dump(args.check)
     seed = args.seed if args.seed is not None else random.randrange(1, 2**31)
     raise_nofile()
     with tempfile.TemporaryDirectory(prefix="chaos-") as tmp:
@@ -60,6 +65,28 @@ def main(argv: list[str] | None = None) -> int:
                         + "\n".join(text.splitlines()[-40:])
                     )
     return 1 if result.violations else 0
+
+
+def _check_dump(path: Path) -> int:
+    """Run the checker again over a record written by ``--dump``."""
+    from collections import Counter
+
+    from tests.guarantee.checker import check
+
+    data = json.loads(path.read_text())
+    violations = check(data["published"], data["histories"], data["rights"], settled=True)
+    result = ChaosResult(
+        data["seed"],
+        data["published"],
+        data["histories"],
+        data["rights"],
+        Counter(data["faults"]),
+        data["fault_log"],
+        violations,
+        data["numbers"],
+    )
+    print(result.report(limit=40))
+    return 1 if violations else 0
 
 
 if __name__ == "__main__":

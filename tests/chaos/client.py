@@ -38,6 +38,15 @@ class Sub:
     status: str = "pending"  # pending (not sent on this connection), sent, live
 
 
+@dataclass(frozen=True)
+class Identity:
+    """A user the client can authenticate as: its token and the private channels it grants."""
+
+    user: str
+    token: str
+    channels: tuple[str, ...]
+
+
 @dataclass
 class Stats:
     connects: int = 0
@@ -46,6 +55,7 @@ class Stats:
     recoveries: int = 0
     churn: int = 0
     pauses: int = 0
+    reauths: int = 0
     cut_while_paused: int = 0  # connections the server closed while this client did not read
 
 
@@ -57,18 +67,19 @@ class ChaosClient:
         cid: str,
         urls: Callable[[], list[str]],
         rng: random.Random,
-        token: str | None,
+        identities: list[Identity],
         wanted: list[str],
-        pool: list[str],
-        forbidden: list[str],
+        public: list[str],
+        private: list[str],
     ) -> None:
         self.cid = cid
         self._urls = urls
         self._rng = rng
-        self._token = token
+        self.identities = identities  # empty: anonymous; the first one is used at first
+        self._identity: Identity | None = identities[0] if identities else None
         self.subs: dict[str, Sub] = {c: Sub(c) for c in wanted}
-        self._pool = pool  # channels it may pick up in churn
-        self._forbidden = forbidden  # channels it is not allowed to read (it tries sometimes)
+        self._public = public  # channels it may pick up in churn, with its identity's rights
+        self._private = private  # every private channel of its cluster (it tries others')
         self.history: list[dict[str, Any]] = []
         self.stats = Stats()
         self._ws: ClientConnection | None = None
@@ -76,7 +87,27 @@ class ChaosClient:
         self._next_id = 0
         self._paused_until = 0.0
         self.churning = True
-        self.rights: list[str] = []  # the private channels it may read (for the checker)
+
+    def rights(self) -> dict[str, list[list[int | None]]]:
+        """Which private channels it could read, as history index ranges (for the checker).
+
+        A connection is anonymous until its ``authed`` reply; from that reply on, the
+        identity it names holds (the server revokes the old one's channels in the same step).
+        """
+        by_user = {i.user: i.channels for i in self.identities}
+        ranges: dict[str, list[list[int | None]]] = {}
+        open_: dict[str, list[int | None]] = {}
+        for index, rec in enumerate(self.history):
+            if rec["kind"] not in ("connect", "authed"):
+                continue
+            for span in open_.values():
+                span[1] = index - 1
+            open_ = {}
+            if rec["kind"] == "authed":
+                for channel in by_user.get(rec["user"], ()):
+                    open_[channel] = [index, None]
+                    ranges.setdefault(channel, []).append(open_[channel])
+        return ranges
 
     # --- the connection loop -----------------------------------------------------------
 
@@ -151,8 +182,8 @@ class ChaosClient:
         assert ws is not None
         welcome = json.loads(str(await asyncio.wait_for(ws.recv(), 5)).split("\n")[0])
         assert welcome.get("op") == "welcome", welcome
-        if self._token:
-            await self._send({"op": "auth", "token": self._token}, ("auth", None))
+        if self._identity is not None:
+            await self._send({"op": "auth", "token": self._identity.token}, ("auth", None))
         for sub in list(self.subs.values()):
             await self._subscribe(sub)
         while not stop.is_set():
@@ -195,7 +226,9 @@ class ChaosClient:
         self.stats.churn += 1
         rng = self._rng
         choice = rng.random()
-        free = [c for c in self._pool if c not in self.subs]
+        allowed = self._public + list(self._identity.channels if self._identity else ())
+        free = [c for c in allowed if c not in self.subs]
+        forbidden = [c for c in self._private if c not in allowed]
         try:
             if choice < 0.3 and len(self.subs) > 1:
                 channel = rng.choice(sorted(self.subs))
@@ -217,12 +250,18 @@ class ChaosClient:
                 self.subs[channel] = second
                 await self._subscribe(second)
                 return f"strictmode {channel}"
-            if choice < 0.85 and self._forbidden:
-                channel = rng.choice(self._forbidden)
+            if choice < 0.8 and forbidden:
+                channel = rng.choice(forbidden)
                 await self._send(
                     {"op": "subscribe", "channel": channel}, ("subscribe", Sub(channel))
                 )
                 return f"forbidden {channel}"
+            if choice < 0.9 and len(self.identities) > 1:
+                # log in as someone else: the server must drop the old user's channels
+                self._identity = rng.choice([i for i in self.identities if i is not self._identity])
+                self.stats.reauths += 1
+                await self._send({"op": "auth", "token": self._identity.token}, ("auth", None))
+                return f"reauth {self._identity.user}"
             if self._ws is not None:
                 await self._ws.close(1000)  # a page reload
             return "reconnect"
@@ -259,6 +298,8 @@ class ChaosClient:
                 sub.offset = msg["offset"]
         elif op == "subscribed":
             self._on_subscribed(msg, pending)
+        elif op == "authed":
+            self.history.append({"kind": "authed", "user": msg.get("user")})
         elif op == "unsubscribed":
             self.history.append(
                 {"kind": "unsubscribed", "channel": msg["channel"], "reason": msg.get("reason")}

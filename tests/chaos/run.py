@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.chaos.client import ChaosClient
+from tests.chaos.client import ChaosClient, Identity
 from tests.chaos.cluster import Cluster
 from tests.chaos.publisher import PublishLog, publish_burst, publish_loop, reconcile
 from tests.conftest import make_token
@@ -75,7 +75,7 @@ class ChaosResult:
     seed: int
     published: list[dict[str, Any]]
     histories: dict[str, list[dict[str, Any]]]
-    rights: dict[str, list[str]]
+    rights: dict[str, Any]
     faults: Counter[str]
     fault_log: list[str]
     violations: list[Violation]
@@ -157,26 +157,26 @@ def _make_side(cluster: Cluster, tag: str, count: int, rng: random.Random) -> _S
     side = _Side(cluster, tag, public, users + submissions)
     for i in range(count):
         cid = f"{tag}{i:04d}"
-        rights: list[str] = []
-        token = None
-        if i % 5:  # one in five is anonymous
-            uid = f"{tag}-u{i % USERS}"
-            granted = [submissions[i % SUBMISSIONS]] if i % 2 else []
-            token = make_token(uid, channels=granted or None, ttl=7200)
-            rights = [f"user:{uid}", *granted]
-        wanted = rng.sample(public, 2) + rights[: rng.randint(0, len(rights))]
-        forbidden = [c for c in users + submissions if c not in rights]
-        client = ChaosClient(
-            cid,
-            cluster.live_urls,
-            random.Random(rng.random()),
-            token,
-            wanted,
-            pool=public + rights,
-            forbidden=rng.sample(forbidden, 2),
+        identities: list[Identity] = []
+        if i % 5:  # one in five is anonymous; the others can log in as two users
+            for u in (i, i + 1 + rng.randrange(USERS - 1)):
+                uid = f"{tag}-u{u % USERS}"
+                granted = [submissions[u % SUBMISSIONS]] if u % 2 else []
+                token = make_token(uid, channels=granted or None, ttl=7200)
+                identities.append(Identity(uid, token, (f"user:{uid}", *granted)))
+        mine = list(identities[0].channels) if identities else []
+        wanted = rng.sample(public, 2) + mine[: rng.randint(0, len(mine))]
+        side.clients.append(
+            ChaosClient(
+                cid,
+                cluster.live_urls,
+                random.Random(rng.random()),
+                identities,
+                wanted,
+                public=public,
+                private=users + submissions,
+            )
         )
-        client.rights = rights
-        side.clients.append(client)
     return side
 
 
@@ -260,7 +260,7 @@ async def run_chaos(config: ChaosConfig) -> ChaosResult:
         for side in sides:
             await loop.run_in_executor(None, side.cluster.stop)
     histories = {c.cid: c.history for side in sides for c in side.clients}
-    rights = {c.cid: list(c.rights) for side in sides for c in side.clients}
+    rights = {c.cid: c.rights() for side in sides for c in side.clients}
     violations = check(published, histories, rights, settled=True)
     numbers = _numbers(sides, published, reconciled, settled_after)
     return ChaosResult(
@@ -444,7 +444,7 @@ def _numbers(
         "reconciled_from_store": reconciled,
         "settled_after_s": round(settled_after, 1),
     }
-    events = connects = resyncs = recoveries = churn = pauses = cut = 0
+    events = connects = resyncs = recoveries = churn = pauses = cut = reauths = 0
     for side in sides:
         for c in side.clients:
             events += sum(1 for r in c.history if r["kind"] == "event")
@@ -453,6 +453,7 @@ def _numbers(
             recoveries += c.stats.recoveries
             churn += c.stats.churn
             pauses += c.stats.pauses
+            reauths += c.stats.reauths
             cut += c.stats.cut_while_paused
             codes.update(c.stats.close_codes)
     out.update(
@@ -462,6 +463,7 @@ def _numbers(
         recoveries=recoveries,
         churn_actions=churn,
         paused_readers=pauses,
+        reauths=reauths,
         cut_while_not_reading=cut,
         close_codes=dict(codes),
     )
