@@ -149,6 +149,15 @@ class _Side:
     def channels(self) -> list[str]:
         return self.public + self.private
 
+    @property
+    def frozen(self) -> list[str]:
+        """Channels published on only while the faults go on."""
+        return [c for c in self.channels if c.endswith("-0") or c.startswith("submission:")]
+
+    @property
+    def steady(self) -> list[str]:
+        return [c for c in self.channels if c not in self.frozen]
+
 
 def _make_side(cluster: Cluster, tag: str, count: int, rng: random.Random) -> _Side:
     public = [f"contest:{tag}-{i}" for i in range(4)] + [f"leaderboard:{tag}-{i}" for i in range(2)]
@@ -208,13 +217,19 @@ async def run_chaos(config: ChaosConfig) -> ChaosResult:
         tasks = [loop.create_task(c.run(clients_stop)) for side in sides for c in side.clients]
         await asyncio.sleep(2.0)  # everyone connected and subscribed before the flow
         for side in sides:
-            for _ in range(3):
+            # "frozen" channels get their last events while the faults go on (a final verdict
+            # published during an outage must still arrive); the others go on after healing
+            for channels, stop in (
+                (side.steady, publish_stop),
+                (side.steady, publish_stop),
+                (side.frozen, faults_stop),
+            ):
                 tasks.append(
                     loop.create_task(
                         publish_loop(
-                            publish_stop,
+                            stop,
                             side.cluster.live_http,
-                            side.channels,
+                            channels,
                             config.publish_rate / 3,
                             random.Random(rng.random()),
                             side.log,
@@ -238,6 +253,8 @@ async def run_chaos(config: ChaosConfig) -> ChaosResult:
         await _heal(sides, loop)
         await asyncio.sleep(3.0)  # events keep flowing on the healed clusters
         publish_stop.set()
+        for side in sides:
+            await _publish_where_the_store_lost_the_channel(side, rng)
         await asyncio.sleep(1.0)
         settle_end = loop.time() + config.settle
         while loop.time() < settle_end and not await loop.run_in_executor(  # noqa: ASYNC110
@@ -346,6 +363,24 @@ async def _churn(side: _Side, rng: random.Random, stop: asyncio.Event) -> None:
         client = rng.choice(side.clients)
         if client.churning:
             await client.churn_once()
+
+
+async def _publish_where_the_store_lost_the_channel(side: _Side, rng: random.Random) -> None:
+    """One event on each channel whose store lost it after its last publish.
+
+    Without it, the log's last event of such a channel is in an epoch the store no longer
+    has, and no subscriber could be "up to date" (rule 6).
+    """
+    loop = asyncio.get_running_loop()
+    last_epoch = {p["channel"]: p["epoch"] for p in side.log.published}
+    for channel in side.channels:
+        epoch, _ = await loop.run_in_executor(None, side.cluster.stored, channel)
+        if channel in last_epoch and epoch != last_epoch[channel]:
+            before = side.log.ok
+            for _ in range(5):
+                await publish_burst(side.cluster.live_http, channel, 1, 10, rng, side.log)
+                if side.log.ok > before:
+                    break
 
 
 async def _heal(sides: list[_Side], loop: asyncio.AbstractEventLoop) -> None:
