@@ -70,6 +70,18 @@ class Metrics:
             multiprocess_mode="livesum",
         )
         # a channel subscribed in two workers counts twice: each holds a broker subscription
+        self.tracked_channels = Gauge(
+            "realtime_tracked_channels",
+            "Channels the node receives: with local subscribers or in their unsubscribe grace",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.stored_channels = Gauge(
+            "realtime_stored_channels",
+            "Channels kept in this process's own store (memory:// and amqp without Redis)",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
         self.channels = Gauge(
             "realtime_channels",
             "Channels with local subscribers (summed over worker processes)",

@@ -301,11 +301,16 @@ class Node:
             return
         del self._tracks[channel]
         self._wake(track)
+        self._update_gauges()
         self._spawn(self.broker.unsubscribe(channel))
 
     def _update_gauges(self) -> None:
         self.metrics.subscriptions.set(self.hub.subscription_count)
         self.metrics.channels.set(self.hub.channel_count)
+        self.metrics.tracked_channels.set(len(self._tracks))
+        stored = getattr(self.broker, "stored_channels", None)  # brokers with a local store
+        if isinstance(stored, int):
+            self.metrics.stored_channels.set(stored)
 
     @property
     def tracked_channels(self) -> int:

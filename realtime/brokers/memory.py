@@ -48,6 +48,11 @@ class MemoryBroker:
         self._on_event = None
 
     @property
+    def stored_channels(self) -> int:
+        """Channels with stored state (for the ``realtime_stored_channels`` gauge)."""
+        return self._store.channel_count
+
+    @property
     def healthy(self) -> bool:
         """Always true."""
         return True

@@ -256,6 +256,11 @@ class RabbitMQBroker:
     # -- state ----------------------------------------------------------------------
 
     @property
+    def stored_channels(self) -> int | None:
+        """Channels in this process's own store (None with the Redis store)."""
+        return self._local.channel_count if self._local is not None else None
+
+    @property
     def healthy(self) -> bool:
         """True while the AMQP link is up, its queue consumed, and the store answers."""
         return self._health.healthy and self._store_error is None
