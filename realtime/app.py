@@ -92,6 +92,9 @@ class PublishHandler(_Handler):
                         "channel": published.channel,
                         "offset": published.offset,
                         "epoch": published.epoch,
+                        # true: this id was published before, so this call published
+                        # nothing new (the stored event was sent again, see RELIABILITY.md)
+                        "duplicate": published.duplicate,
                     }
                 )
         except BrokerUnavailable as exc:

@@ -70,6 +70,18 @@ class Metrics:
             multiprocess_mode="livesum",
         )
         # a channel subscribed in two workers counts twice: each holds a broker subscription
+        self.tracked_channels = Gauge(
+            "realtime_tracked_channels",
+            "Channels the node receives: with local subscribers or in their unsubscribe grace",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.stored_channels = Gauge(
+            "realtime_stored_channels",
+            "Channels kept in this process's own store (memory:// and amqp without Redis)",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
         self.channels = Gauge(
             "realtime_channels",
             "Channels with local subscribers (summed over worker processes)",
@@ -120,6 +132,23 @@ class Metrics:
         )
         self.resyncs = Counter(
             "realtime_resyncs", "Channels resynced from state (history lost)", registry=r
+        )
+        self.store_rollbacks = Counter(
+            "realtime_store_rollbacks",
+            "Channels whose store went back to an older offset (given a new epoch)",
+            registry=r,
+        )
+        self.misconfigured = Counter(
+            "realtime_misconfigured",
+            "Messages that reveal a setup mismatch (e.g. raw AMQP envelopes while nodes "
+            "number events in Redis)",
+            ["reason"],
+            registry=r,
+        )
+        self.churn_refused = Counter(
+            "realtime_churn_refused",
+            "Subscribes refused for subscribing to too many distinct channels too fast",
+            registry=r,
         )
         self.latency = Histogram(
             "realtime_publish_to_send_seconds",

@@ -24,6 +24,9 @@ class Client:
         self._buffer: deque[dict[str, Any]] = deque()
         self._next_id = 0
         self.welcome: dict[str, Any] = {}
+        # channel -> epoch announced by an unasked `subscribed` (recovered, offset 0): the
+        # epoch a channel's first event starts when we subscribed before any event
+        self.epoch_notices: dict[str, str] = {}
 
     @classmethod
     async def open(cls, url: str, **kwargs: Any) -> Client:
@@ -47,7 +50,10 @@ class Client:
             frame = await asyncio.wait_for(self.ws.recv(), timeout)
             for line in str(frame).split("\n"):
                 if line:
-                    self._buffer.append(json.loads(line))
+                    msg = json.loads(line)
+                    if msg.get("op") == "subscribed" and "id" not in msg and msg["offset"] == 0:
+                        self.epoch_notices[msg["channel"]] = msg["epoch"]
+                    self._buffer.append(msg)
         return self._buffer.popleft()
 
     async def request(self, obj: dict[str, Any], timeout: float = 5.0) -> dict[str, Any]:

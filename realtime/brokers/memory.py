@@ -39,9 +39,18 @@ class MemoryBroker:
         """Read the channel from the in-process store."""
         return self._store.snapshot(channel, history)
 
+    async def renew_epoch(self, channel: str, epoch: str) -> Snapshot:
+        """Give the channel a new epoch if it still has ``epoch``."""
+        return self._store.renew_epoch(channel, epoch)
+
     async def close(self) -> None:
         """Nothing to release."""
         self._on_event = None
+
+    @property
+    def stored_channels(self) -> int:
+        """Channels with stored state (for the ``realtime_stored_channels`` gauge)."""
+        return self._store.channel_count
 
     @property
     def healthy(self) -> bool:

@@ -350,3 +350,29 @@ def test_static_token_expiry_is_reported_and_set_token_restores(page: Any, scrip
     wait_for(page, "window.log.events.length >= 3")
     assert _seqs(page) == [1, 2, 3]
     assert page.evaluate("window.log.connected") == 1
+
+
+def test_epoch_notice_lets_an_early_subscriber_recover(page: Any, scripted: Any) -> None:
+    """Subscribed before the channel's first event (epoch "0"): the unasked notice at offset 0
+    names the real epoch, so the reconnect recovers with it instead of resyncing."""
+
+    async def first(conn: Conn) -> None:
+        await conn.welcome()
+        sub = await conn.command("subscribe")
+        notice = subscribed({"channel": CHANNEL}, epoch="E7", recovered=True)
+        await conn.send(subscribed(sub, epoch="0"), notice, event(1), event(2))
+        await conn.ws.close(1012, "server restarting")
+
+    async def second(conn: Conn) -> None:
+        await conn.welcome()
+        sub = await conn.command("subscribe")
+        reply = subscribed(sub, epoch="E7", offset=3, missed=[event(3)], recovered=True)
+        await conn.send(reply)
+        await conn.hold()
+
+    server = scripted(first, second)
+    page.evaluate("c => window.start(c)", CHANNEL)
+    wait_for(page, "window.log.events.length >= 3", timeout=15)
+    assert _seqs(page) == [1, 2, 3]
+    assert server.sent("subscribe")[1][1]["since"] == {"epoch": "E7", "offset": 2}
+    assert page.evaluate("window.log.states.length") == 1  # the first subscribe only
