@@ -36,6 +36,7 @@ class Sub:
     epoch: str | None = None
     offset: int = 0
     status: str = "pending"  # pending (not sent on this connection), sent, live
+    sent_since: dict[str, Any] | None = None  # what the last subscribe command carried
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,7 @@ class Identity:
 class Stats:
     connects: int = 0
     close_codes: dict[str, int] = field(default_factory=dict)
+    errors: dict[str, int] = field(default_factory=dict)
     resyncs: int = 0
     recoveries: int = 0
     churn: int = 0
@@ -84,6 +86,7 @@ class ChaosClient:
         self.stats = Stats()
         self._ws: ClientConnection | None = None
         self._pending: dict[int, tuple[str, Sub | None]] = {}
+        self._since: dict[int, dict[str, Any]] = {}  # the `since` each subscribe carried
         self._next_id = 0
         self._paused_until = 0.0
         self.churning = True
@@ -145,6 +148,7 @@ class ChaosClient:
             for sub in self.subs.values():
                 sub.status = "pending"
             self._pending.clear()
+            self._since.clear()
             if code in (1012, 1013):
                 delay = _retry_after(reason) or 1.5
             elif code == 1000:
@@ -206,12 +210,15 @@ class ChaosClient:
         assert self._ws is not None
         self._next_id += 1
         self._pending[self._next_id] = pending
+        if "since" in command:
+            self._since[self._next_id] = command["since"]
         await self._ws.send(json.dumps({**command, "id": self._next_id}))
 
     async def _subscribe(self, sub: Sub) -> None:
         command: dict[str, Any] = {"op": "subscribe", "channel": sub.channel}
         if sub.epoch is not None:
             command["since"] = {"epoch": sub.epoch, "offset": sub.offset}
+        sub.sent_since = command.get("since")
         sub.status = "sent"
         await self._send(command, ("subscribe", sub))
 
@@ -283,6 +290,7 @@ class ChaosClient:
             if isinstance(data, dict) and isinstance(data.get("pad"), str):
                 data["pad"] = sys.intern(data["pad"])
         pending = self._pending.pop(msg["id"], None) if "id" in msg else None
+        since = self._since.pop(msg["id"], None) if "id" in msg else None
         if op == "event":
             self.history.append(
                 {
@@ -297,7 +305,7 @@ class ChaosClient:
             if sub is not None and sub.status == "live" and msg["offset"] > sub.offset:
                 sub.offset = msg["offset"]
         elif op == "subscribed":
-            self._on_subscribed(msg, pending)
+            self._on_subscribed(msg, pending, since)
         elif op == "authed":
             self.history.append({"kind": "authed", "user": msg.get("user")})
         elif op == "unsubscribed":
@@ -314,16 +322,29 @@ class ChaosClient:
             self.history.append(
                 {"kind": "error", "channel": msg.get("channel"), "code": msg.get("code")}
             )
+            code = str(msg.get("code"))
+            self.stats.errors[code] = self.stats.errors.get(code, 0) + 1
             if pending is not None and pending[0] == "subscribe" and pending[1] is not None:
                 sub = pending[1]
                 if self.subs.get(sub.channel) is sub:
                     del self.subs[sub.channel]  # refused: the page gives it up
 
-    def _on_subscribed(self, msg: dict[str, Any], pending: tuple[str, Sub | None] | None) -> None:
+    def _on_subscribed(
+        self,
+        msg: dict[str, Any],
+        pending: tuple[str, Sub | None] | None,
+        since: dict[str, Any] | None,
+    ) -> None:
         missed = msg.get("missed") or []
         state = msg.get("state")
+        if pending is not None and pending[0] == "subscribe":
+            sub = pending[1]
+        else:
+            sub = self.subs.get(msg["channel"])
+        record: dict[str, Any] = {"since": since} if since is not None else {}
         self.history.append(
             {
+                **record,
                 "kind": "subscribed",
                 "channel": msg["channel"],
                 "epoch": msg["epoch"],
@@ -337,20 +358,20 @@ class ChaosClient:
                 "t": round(asyncio.get_running_loop().time(), 2),
             }
         )
-        if pending is not None and pending[0] == "subscribe":
-            sub = pending[1]
-        else:
-            sub = self.subs.get(msg["channel"])
         if sub is None or self.subs.get(sub.channel) is not sub:
             return  # a stale reply (realtime.js ignores it)
-        sent_since = sub.epoch is not None
+        sent_since = sub.sent_since is not None
+        sub.sent_since = None
         sub.status = "live"
+        # an unasked reply at offset 0 names the epoch the channel's first event starts
+        epoch_starts = pending is None and msg["offset"] == 0 and sub.offset == 0
         recovered = (
             msg.get("recovered") is True
             and (sent_since if pending is not None else True)
-            and sub.epoch == str(msg["epoch"])
+            and (sub.epoch == str(msg["epoch"]) or epoch_starts)
         )
         if recovered:
+            sub.epoch = str(msg["epoch"])
             self.stats.recoveries += 1
             for event in missed:
                 if event["offset"] > sub.offset:

@@ -29,6 +29,9 @@ NODE_SETTINGS = {
     # small enough that a client that stops reading for a few seconds is cut off (1013)
     "max_send_buffer": "32768",
     "log_level": "WARNING",
+    # every client comes from 127.0.0.1: the per-IP churn limit is meant for many addresses
+    "ip_channel_churn_rate": "100000",
+    "ip_channel_churn_burst": "100000",
 }
 
 

@@ -472,6 +472,7 @@ def _numbers(
     sides: list[_Side], published: list[dict[str, Any]], reconciled: int, settled_after: float
 ) -> dict[str, Any]:
     codes: Counter[str] = Counter()
+    errors: Counter[str] = Counter()
     out: dict[str, Any] = {
         "clients": sum(len(s.clients) for s in sides),
         "published": len(published),
@@ -491,6 +492,7 @@ def _numbers(
             reauths += c.stats.reauths
             cut += c.stats.cut_while_paused
             codes.update(c.stats.close_codes)
+            errors.update(c.stats.errors)
     out.update(
         events_received=events,
         connects=connects,
@@ -501,5 +503,6 @@ def _numbers(
         reauths=reauths,
         cut_while_not_reading=cut,
         close_codes=dict(codes),
+        errors=dict(errors),
     )
     return out

@@ -8,7 +8,9 @@ event: ``{"channel", "epoch", "offset", "type", "data", "state"}``. A store that
 an older snapshot under the same epoch is written either as a marker
 ``{"channel", "epoch", "rollback_to": n}`` or simply by the reuse of an offset: either starts a
 new *generation* of that epoch (offsets above the rollback point are lost). A store loss is a
-new epoch and needs no marker.
+new epoch and needs no marker. A store renumbered into a new epoch at the same offset (what
+the node asks for when it notices a rollback) is ``{"channel", "epoch": new, "renewed_from":
+old, "offset": n}``.
 
 ``histories``: per client id, what it saw, in arrival order, all channels mixed:
 
@@ -17,7 +19,9 @@ new epoch and needs no marker.
   "state", "asked"}``: ``recovered`` None is a subscribe without ``since`` (the reply has no
   ``missed``); ``missed`` lists offsets, or ``{"offset", "type", "data"}`` records (then their
   data is checked too); ``state`` is None or ``{"offset"}`` (optionally ``"type"``, ``"data"``);
-  ``asked`` False marks the unasked resync notice;
+  ``asked`` False marks the unasked resync notice; optional ``"since": {"epoch", "offset"}``,
+  what the subscribe command carried (then ``missed`` must start right after it; without it,
+  ``missed`` may repeat offsets the client had not read yet when it resubscribed);
 - ``{"kind": "event", "channel", "offset", "type", "data"}``;
 - ``{"kind": "unsubscribed", "channel", "reason"}``, ``{"kind": "error", "channel", "code"}``.
 
@@ -90,6 +94,7 @@ class _Log:
     generations: dict[tuple[str, str], list[dict[int, Record]]] = field(default_factory=dict)
     final: dict[str, tuple[str, int]] = field(default_factory=dict)
     final_record: dict[str, Record | None] = field(default_factory=dict)
+    epochs: dict[tuple[str, int], list[str]] = field(default_factory=dict)
 
     @classmethod
     def build(cls, published: Iterable[Record]) -> _Log:
@@ -98,6 +103,14 @@ class _Log:
             channel, epoch = rec["channel"], rec["epoch"]
             gens = log.generations.setdefault((channel, epoch), [{}])
             current = gens[-1]
+            if "renewed_from" in rec:
+                # the same store, renumbered into a new epoch (after a rollback was noticed)
+                point = int(rec["offset"])
+                old = log.generations.get((channel, rec["renewed_from"]), [{}])[-1]
+                gens[-1] = {o: r for o, r in old.items() if o <= point}
+                log.final[channel] = (epoch, point)
+                log.final_record[channel] = gens[-1].get(point)
+                continue
             if "rollback_to" in rec:
                 point = int(rec["rollback_to"])
                 gens.append({o: r for o, r in current.items() if o <= point})
@@ -112,6 +125,7 @@ class _Log:
                 gens.append(current)
             current[offset] = rec
             log.versions.setdefault((channel, epoch, offset), []).append(rec)
+            log.epochs.setdefault((channel, offset), []).append(epoch)
             log.final[channel] = (epoch, offset)
             log.final_record[channel] = rec
         return log
@@ -161,7 +175,9 @@ class _Checker:
         private: Callable[[str], bool],
         coalesced: Callable[[str], bool],
         allow_unlogged: bool,
+        empty_epoch: str | None,
     ) -> None:
+        self.empty_epoch = empty_epoch
         self.log = log
         self.rights = rights
         self.private = private
@@ -248,33 +264,54 @@ class _Checker:
         self, channel: str, ch: _Chan, rec: Record, index: int, epoch: str, offset: int
     ) -> None:
         missed = [m if isinstance(m, Mapping) else {"offset": m} for m in rec.get("missed") or ()]
+        since = rec.get("since")
+        floor = int(since["offset"]) if isinstance(since, Mapping) else None
+        if isinstance(since, Mapping) and str(since.get("epoch")) != epoch and floor != 0:
+            self.fail(channel, 2, index, f"recovered:true from since {since} into {epoch}")
+            floor = None
         if ch.epoch is None or ch.last is None:
-            # a position from outside this history: only its own consistency can be checked
-            prev = int(missed[0]["offset"]) - 1 if missed else offset
+            last = None  # a position from outside this history
         elif ch.epoch != epoch:
-            self.fail(channel, 2, index, f"recovered:true from epoch {ch.epoch} into {epoch}")
-            prev = int(missed[0]["offset"]) - 1 if missed else offset
+            # from offset 0 (nothing delivered yet) any epoch continues without a loss
+            if ch.last != 0:
+                self.fail(channel, 2, index, f"recovered:true from epoch {ch.epoch} into {epoch}")
+            last = 0
         else:
-            prev = ch.last
+            last = ch.last
+        prev = floor
+        covered: set[int] = set()
         for item in missed:
             got = int(item["offset"])
-            if got <= prev:
-                self.fail(channel, 1, index, f"missed offset {got} after {prev}")
+            if prev is not None and got <= prev:
+                what = "since" if prev == floor and not covered else "the previous entry"
+                self.fail(channel, 1, index, f"missed offset {got} at or below {what} ({prev})")
                 continue
-            if got != prev + 1:
-                self.fail(channel, 2, index, f"missed jumps from {prev} to {got}")
+            if got > offset:
+                self.fail(channel, 1, index, f"missed offset {got} past the reply's {offset}")
             if "data" in item or "type" in item:
                 self.check_logged(channel, epoch, got, item, index, "missed")
                 ch.seen = item
             else:
                 ch.seen = None
+            covered.add(got)
             prev = got
-        if prev < offset:
-            self.fail(channel, 2, index, f"recovered:true leaves {prev + 1}..{offset} out")
+        # everything after the client's position (or its `since`, if lower) up to the reply's
+        # offset must be in `missed`; a `since` behind the wire (events still unread when it
+        # was sent) legitimately brings some again
+        lower = (
+            min(x for x in (floor, last) if x is not None)
+            if (floor, last) != (None, None)
+            else None
+        )
+        if lower is None:
+            lower = min(covered) - 1 if covered else offset
+        left_out = [o for o in range(lower + 1, offset + 1) if o not in covered]
+        if left_out:
+            self.fail(channel, 2, index, f"recovered:true leaves {left_out[0]}..{left_out[-1]} out")
             ch.seen = None
-        elif prev > offset:
-            self.fail(channel, 1, index, f"missed reaches {prev} past the reply's offset {offset}")
-        ch.epoch, ch.last = epoch, max(prev, offset)
+        if not missed and last is not None and offset < last and ch.epoch == epoch:
+            self.fail(channel, 1, index, f"recovered:true at {offset}, behind {last}")
+        ch.epoch, ch.last = epoch, offset
 
     def check_state(self, channel: str, rec: Record, index: int, epoch: str, offset: int) -> None:
         candidates = self.log.states_at(channel, epoch, offset)
@@ -315,6 +352,12 @@ class _Checker:
 
     def event(self, channel: str, ch: _Chan, rec: Record, index: int) -> None:
         offset = int(rec["offset"])
+        if ch.epoch == self.empty_epoch and ch.last == 0:
+            # a channel nobody had published on: its first epoch continues it unannounced
+            for epoch in self.log.epochs.get((channel, offset), ()):
+                if self.log.matches(channel, epoch, offset, rec):
+                    ch.epoch = epoch
+                    break
         if not ch.live:
             self.fail(channel, 3, index, f"event {offset} outside a subscription")
         if not self.allowed(channel, index):
@@ -346,13 +389,19 @@ def check(
     coalesced: Callable[[str], bool] = IS_COALESCED,
     settled: bool = True,
     allow_unlogged: bool = False,
+    empty_epoch: str | None = "0",
 ) -> list[Violation]:
     """Check every client's history; an empty list means the guarantee held.
 
     ``settled``: the run ended in quiescence, so rule 6 applies. ``allow_unlogged``: events
     missing from the log are not violations (a live run whose publish replies were lost).
+    ``empty_epoch``: the epoch a store reports for a channel nobody published on
+    (``realtime.brokers.base.EMPTY_EPOCH``); a client at offset 0 of it continues into the
+    channel's first real epoch without a resync.
     """
-    checker = _Checker(_Log.build(published), rights, private, coalesced, allow_unlogged)
+    checker = _Checker(
+        _Log.build(published), rights, private, coalesced, allow_unlogged, empty_epoch
+    )
     for client in sorted(histories):
         checker.run(client, histories[client], settled)
     return checker.out
@@ -376,7 +425,9 @@ def format_violations(
         history = histories.get(v.client) if histories is not None else None
         if history:
             for i in range(max(0, v.index - context), min(len(history), v.index + 1)):
-                lines.append(f"    {'>' if i == v.index else ' '} #{i} {dict(history[i])}")
+                text = str(dict(history[i]))
+                text = text if len(text) <= 300 else text[:297] + "..."
+                lines.append(f"    {'>' if i == v.index else ' '} #{i} {text}")
     if len(violations) > limit:
         lines.append(f"... and {len(violations) - limit} more")
     return "\n".join(lines)
