@@ -25,6 +25,7 @@ def test_short_chaos_run_keeps_the_guarantee(amqp_url: str, tmp_path: Path) -> N
     seed = int(os.environ.get("CHAOS_SEED") or random.randrange(1, 2**31))
     config = ChaosConfig(seed=seed, duration=40.0, clients=150, workdir=tmp_path, amqp_url=amqp_url)
     result = asyncio.run(run_chaos(config))
+    print(result.report())  # seen with -s: fault counts and numbers of a passing run too
     result.dump(tmp_path / f"chaos-{seed}.json")  # python -m tests.chaos --check <file>
     assert sum(result.faults.values()) >= 15, result.faults
     assert result.numbers["events_received"] > 1000, result.numbers
