@@ -89,6 +89,7 @@ class ChaosClient:
         self._since: dict[int, dict[str, Any]] = {}  # the `since` each subscribe carried
         self._next_id = 0
         self._paused_until = 0.0
+        self._ready = False
         self.churning = True
 
     def rights(self) -> dict[str, list[list[int | None]]]:
@@ -137,6 +138,7 @@ class ChaosClient:
                 code = exc.rcvd.code if exc.rcvd else None
                 reason = exc.rcvd.reason if exc.rcvd else ""
             finally:
+                self._ready = False
                 ws, self._ws = self._ws, None
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(ws.close(), 2)
@@ -190,6 +192,7 @@ class ChaosClient:
             await self._send({"op": "auth", "token": self._identity.token}, ("auth", None))
         for sub in list(self.subs.values()):
             await self._subscribe(sub)
+        self._ready = True  # from now on churn may send commands (realtime.js: after ready)
         while not stop.is_set():
             pause = self._paused_until - loop.time()
             if pause > 0:
@@ -228,7 +231,7 @@ class ChaosClient:
 
     async def churn_once(self) -> str:
         """One random subscription change, as a page would make it; returns what it did."""
-        if self._ws is None:
+        if self._ws is None or not self._ready:
             return "offline"
         self.stats.churn += 1
         rng = self._rng

@@ -55,6 +55,9 @@ class Cluster:
             settings = dict(NODE_SETTINGS)
             if self.transport == "redis":
                 settings["broker_url"] = self.redis.url
+                # a short history here: bursts and outages outrun it, so resyncs happen
+                # without a store loss too (the AMQP cluster keeps the default 100)
+                settings["history_size"] = "20"
             else:
                 assert self.amqp_url is not None
                 proxy = CuttableProxy(*_host_port(self.amqp_url))
