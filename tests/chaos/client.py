@@ -142,8 +142,10 @@ class ChaosClient:
                 ws, self._ws = self._ws, None
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(ws.close(), 2)
+            if stop.is_set():
+                break  # the end of the run, not a disconnect: the subscriptions count as live
             self.history.append({"kind": "disconnect", "code": code, "t": round(loop.time(), 2)})
-            if self._paused_until > loop.time() - 0.6 and not stop.is_set():
+            if self._paused_until > loop.time() - 0.6:
                 self.stats.cut_while_paused += 1
             key = str(code)
             self.stats.close_codes[key] = self.stats.close_codes.get(key, 0) + 1

@@ -493,7 +493,16 @@ def _numbers(
             cut += c.stats.cut_while_paused
             codes.update(c.stats.close_codes)
             errors.update(c.stats.errors)
+    live = sum(
+        1
+        for side in sides
+        for c in side.clients
+        if any(s.status == "live" for s in c.subs.values())
+        and c.history
+        and c.history[-1]["kind"] != "disconnect"
+    )
     out.update(
+        live_at_end=live,  # clients whose subscriptions rule 6 checks
         events_received=events,
         connects=connects,
         resyncs=resyncs,
