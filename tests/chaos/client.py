@@ -290,7 +290,7 @@ class ChaosClient:
     def _handle(self, msg: dict[str, Any]) -> None:
         op = msg.get("op")
         # one copy of each padding string: hundreds of histories hold the same events
-        for event in (msg, *(msg.get("missed") or ())):
+        for event in (msg, msg.get("state") or {}, *(msg.get("missed") or ())):
             data = event.get("data")
             if isinstance(data, dict) and isinstance(data.get("pad"), str):
                 data["pad"] = sys.intern(data["pad"])
@@ -358,7 +358,11 @@ class ChaosClient:
                 "missed": [
                     {"offset": e["offset"], "type": e["type"], "data": e["data"]} for e in missed
                 ],
-                "state": {"offset": state["offset"]} if state else None,
+                "state": (
+                    {"offset": state["offset"], "type": state["type"], "data": state["data"]}
+                    if state
+                    else None
+                ),
                 "asked": pending is not None,
                 "t": round(asyncio.get_running_loop().time(), 2),
             }

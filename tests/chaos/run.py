@@ -125,6 +125,8 @@ def _trimmed(
         data = out.get("data")
         if isinstance(data, dict) and isinstance(data.get("pad"), str):
             out["data"] = {**data, "pad": f"<{len(data['pad'])} bytes>"}
+        if isinstance(out.get("state"), dict):
+            out["state"] = {"offset": out["state"]["offset"]}
         if out.get("missed"):
             out["missed"] = [m["offset"] if isinstance(m, dict) else m for m in out["missed"]]
         return out
@@ -427,7 +429,7 @@ def _reconcile_from_histories(side: _Side) -> int:
         for rec in client.history:
             if rec["kind"] == "subscribed":
                 epochs[rec["channel"]] = rec["epoch"]
-                seen = [m for m in rec["missed"]]
+                seen = [*rec["missed"], *([rec["state"]] if rec["state"] else [])]
             elif rec["kind"] == "event":
                 seen = [rec]
             else:
