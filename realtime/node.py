@@ -52,6 +52,10 @@ class _Track:
     subscribed: asyncio.Future[None] | None = None  # done when the broker confirmed
     idle: asyncio.Future[None] | None = None  # done when the current recovery is over
     checking: bool = False  # a check for a store rollback is under way
+    # hash of the last event fanned out (None: not known, e.g. after a resync): a re-sent
+    # copy of it must be the same bytes
+    last_digest: int | None = None
+    forked: bool = False  # an offset came back with other content: renew the epoch
 
 
 @dataclass(slots=True)
@@ -342,12 +346,18 @@ class Node:
             return
         if event.offset <= track.offset:
             # a transport re-send (a publisher's retry), or the store came back older under
-            # the same epoch and reuses offsets: only the store can tell
-            if not track.checking:
+            # the same epoch and reuses offsets. A copy of the last event must be the same
+            # bytes; otherwise only the store can tell
+            digest = track.last_digest
+            if event.offset == track.offset and digest is not None and hash(event.json) != digest:
+                track.forked = True
+                self._start_recover(channel, track)
+            elif not track.checking:
                 track.checking = True
                 self._spawn(self._check_rollback(channel, track))
             return
         track.offset = event.offset
+        track.last_digest = hash(event.json)
         self.hub.publish(event)
 
     async def _check_rollback(self, channel: str, track: _Track) -> None:
@@ -428,7 +438,9 @@ class Node:
         if snap is None:
             self._wake(track)
             return
-        if snap.epoch == track.epoch and snap.offset < track.offset:
+        before = track.epoch
+        forked, track.forked = track.forked, False
+        if snap.epoch == track.epoch and (snap.offset < track.offset or forked):
             # the store came back older under the same epoch (an old RDB/AOF, a lagging
             # replica promoted): its offsets will be reused, so it gets a new epoch
             logger.warning(
@@ -459,13 +471,20 @@ class Node:
                 self.metrics.gaps_filled.inc()
                 for event in newer:
                     track.offset = event.offset
+                    track.last_digest = hash(event.json)
                     self.hub.publish(event)
             else:
                 self._resync(channel, track, snap)
         else:
             self._resync(channel, track, snap)
-        # queued events from a lost epoch, or not newer than the store, are dropped by _accept
-        track.queue = deque(e for e in track.queue if e.epoch == track.epoch)
+        # queued events of a lost epoch are dropped; those not newer than the store are
+        # dropped by _accept. At offset 0 (nothing delivered: the channel's first events, or
+        # a store that came back empty) events of an epoch the read did not see yet are kept:
+        # they were published after it, and _accept starts their epoch or recovers again.
+        if track.offset > 0:
+            track.queue = deque(e for e in track.queue if e.epoch == track.epoch)
+        elif before != track.epoch:
+            track.queue = deque(e for e in track.queue if e.epoch != before)
         self._drain(channel, track)
 
     def _epoch_started(self, channel: str, track: _Track, epoch: str) -> None:
@@ -482,7 +501,7 @@ class Node:
             track.offset,
         )
         self.metrics.resyncs.inc()
-        track.epoch, track.offset = snap.epoch, snap.offset
+        track.epoch, track.offset, track.last_digest = snap.epoch, snap.offset, None
         message = messages.subscribed(channel, snap.epoch, snap.offset, snap.state, (), False)
         self.hub.resync(channel, snap.offset, message)
 
