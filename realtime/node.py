@@ -56,6 +56,7 @@ class _Track:
     # copy of it must be the same bytes
     last_digest: int | None = None
     forked: bool = False  # an offset came back with other content: renew the epoch
+    moved: bool = False  # has delivered or resynced: offset 0 no longer means "nothing yet"
 
 
 @dataclass(slots=True)
@@ -202,7 +203,7 @@ class Node:
                 self._start_recover(channel, track)  # below what we had seen: rolled back
                 return False
             return True
-        if track.offset == 0:
+        if track.offset == 0 and not track.moved:
             return True  # nothing delivered yet: any epoch continues from here
         self._start_recover(channel, track)
         return False
@@ -358,6 +359,7 @@ class Node:
             return
         track.offset = event.offset
         track.last_digest = hash(event.json)
+        track.moved = True
         self.hub.publish(event)
 
     async def _check_rollback(self, channel: str, track: _Track) -> None:
@@ -473,6 +475,7 @@ class Node:
                     track.offset = event.offset
                     track.last_digest = hash(event.json)
                     self.hub.publish(event)
+                track.moved = True
             else:
                 self._resync(channel, track, snap)
         else:
@@ -502,6 +505,7 @@ class Node:
         )
         self.metrics.resyncs.inc()
         track.epoch, track.offset, track.last_digest = snap.epoch, snap.offset, None
+        track.moved = True
         message = messages.subscribed(channel, snap.epoch, snap.offset, snap.state, (), False)
         self.hub.resync(channel, snap.offset, message)
 
