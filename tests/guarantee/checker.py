@@ -17,7 +17,9 @@ new epoch and needs no marker.
   "state", "asked"}``: ``recovered`` None is a subscribe without ``since`` (the reply has no
   ``missed``); ``missed`` lists offsets, or ``{"offset", "type", "data"}`` records (then their
   data is checked too); ``state`` is None or ``{"offset"}`` (optionally ``"type"``, ``"data"``);
-  ``asked`` False marks the unasked resync notice;
+  ``asked`` False marks the unasked resync notice; optional ``"since": {"epoch", "offset"}``,
+  what the subscribe command carried (then ``missed`` must start right after it; without it,
+  ``missed`` may repeat offsets the client had not read yet when it resubscribed);
 - ``{"kind": "event", "channel", "offset", "type", "data"}``;
 - ``{"kind": "unsubscribed", "channel", "reason"}``, ``{"kind": "error", "channel", "code"}``.
 
@@ -248,33 +250,54 @@ class _Checker:
         self, channel: str, ch: _Chan, rec: Record, index: int, epoch: str, offset: int
     ) -> None:
         missed = [m if isinstance(m, Mapping) else {"offset": m} for m in rec.get("missed") or ()]
+        since = rec.get("since")
+        floor = int(since["offset"]) if isinstance(since, Mapping) else None
+        if isinstance(since, Mapping) and str(since.get("epoch")) != epoch and floor != 0:
+            self.fail(channel, 2, index, f"recovered:true from since {since} into {epoch}")
+            floor = None
         if ch.epoch is None or ch.last is None:
-            # a position from outside this history: only its own consistency can be checked
-            prev = int(missed[0]["offset"]) - 1 if missed else offset
+            last = None  # a position from outside this history
         elif ch.epoch != epoch:
-            self.fail(channel, 2, index, f"recovered:true from epoch {ch.epoch} into {epoch}")
-            prev = int(missed[0]["offset"]) - 1 if missed else offset
+            # from offset 0 (nothing delivered yet) any epoch continues without a loss
+            if ch.last != 0:
+                self.fail(channel, 2, index, f"recovered:true from epoch {ch.epoch} into {epoch}")
+            last = 0
         else:
-            prev = ch.last
+            last = ch.last
+        prev = floor
+        covered: set[int] = set()
         for item in missed:
             got = int(item["offset"])
-            if got <= prev:
-                self.fail(channel, 1, index, f"missed offset {got} after {prev}")
+            if prev is not None and got <= prev:
+                what = "since" if prev == floor and not covered else "the previous entry"
+                self.fail(channel, 1, index, f"missed offset {got} at or below {what} ({prev})")
                 continue
-            if got != prev + 1:
-                self.fail(channel, 2, index, f"missed jumps from {prev} to {got}")
+            if got > offset:
+                self.fail(channel, 1, index, f"missed offset {got} past the reply's {offset}")
             if "data" in item or "type" in item:
                 self.check_logged(channel, epoch, got, item, index, "missed")
                 ch.seen = item
             else:
                 ch.seen = None
+            covered.add(got)
             prev = got
-        if prev < offset:
-            self.fail(channel, 2, index, f"recovered:true leaves {prev + 1}..{offset} out")
+        # everything after the client's position (or its `since`, if lower) up to the reply's
+        # offset must be in `missed`; a `since` behind the wire (events still unread when it
+        # was sent) legitimately brings some again
+        lower = (
+            min(x for x in (floor, last) if x is not None)
+            if (floor, last) != (None, None)
+            else None
+        )
+        if lower is None:
+            lower = min(covered) - 1 if covered else offset
+        left_out = [o for o in range(lower + 1, offset + 1) if o not in covered]
+        if left_out:
+            self.fail(channel, 2, index, f"recovered:true leaves {left_out[0]}..{left_out[-1]} out")
             ch.seen = None
-        elif prev > offset:
-            self.fail(channel, 1, index, f"missed reaches {prev} past the reply's offset {offset}")
-        ch.epoch, ch.last = epoch, max(prev, offset)
+        if not missed and last is not None and offset < last and ch.epoch == epoch:
+            self.fail(channel, 1, index, f"recovered:true at {offset}, behind {last}")
+        ch.epoch, ch.last = epoch, offset
 
     def check_state(self, channel: str, rec: Record, index: int, epoch: str, offset: int) -> None:
         candidates = self.log.states_at(channel, epoch, offset)
@@ -376,7 +399,9 @@ def format_violations(
         history = histories.get(v.client) if histories is not None else None
         if history:
             for i in range(max(0, v.index - context), min(len(history), v.index + 1)):
-                lines.append(f"    {'>' if i == v.index else ' '} #{i} {dict(history[i])}")
+                text = str(dict(history[i]))
+                text = text if len(text) <= 300 else text[:297] + "..."
+                lines.append(f"    {'>' if i == v.index else ' '} #{i} {text}")
     if len(violations) > limit:
         lines.append(f"... and {len(violations) - limit} more")
     return "\n".join(lines)

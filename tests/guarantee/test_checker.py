@@ -131,10 +131,31 @@ def test_relabelled_history_is_caught() -> None:
         "c1": [
             subscribed(C, "A", 1, None),
             {"kind": "disconnect", "code": None},
-            subscribed(C, "A", 4, True, [1, 2, 4]),
+            dict(subscribed(C, "A", 4, True, [1, 2, 4]), since={"epoch": "A", "offset": 1}),
         ]
     }
     assert {1, 2} <= rules(log, hist)
+    # without `since` a repeated 1 may be an event the client had not read: 3 is still lost
+    del hist["c1"][2]["since"]
+    assert rules(log, hist) == {2}
+
+
+def test_since_behind_the_wire_may_repeat() -> None:
+    # resubscribed with since 1 while event 2 was still unread: 2 comes again, in order
+    log = [ev(C, "A", o) for o in range(1, 4)]
+    hist = {
+        "c1": [
+            subscribed(C, "A", 0, None),
+            seen(log[0]),
+            seen(log[1]),
+            {"kind": "unsubscribed", "channel": C, "reason": None},
+            dict(
+                subscribed(C, "A", 3, True, [seen(log[1]), seen(log[2])]),
+                since={"epoch": "A", "offset": 1},
+            ),
+        ]
+    }
+    assert check(log, hist) == []
 
 
 def test_rule3_event_with_other_data() -> None:
