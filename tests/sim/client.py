@@ -27,6 +27,7 @@ from tests.sim.loop import Pipe
 if TYPE_CHECKING:
     from tests.sim.world import World
 
+READ_PERIOD = 0.05  # a slow reader reads every this often
 RIGHT_SLACK = 1.0  # seconds a frame queued before a revocation may still be on its way
 
 
@@ -138,6 +139,8 @@ class SimClient:
         self.pipe = self.world.accept(self)
         self.history.append({"kind": "connect", "t": self.loop.time()})
         self.allowed.append(True)
+        if self.read_rate:
+            self.set_slow(self.read_rate)
 
     def drop(self) -> None:
         """The network goes away under the page (no close frame): reconnect later."""
@@ -194,11 +197,11 @@ class SimClient:
             self.loop.call_soon(self._read)
 
     def set_slow(self, rate: int) -> None:
-        """Read at most ``rate`` bytes every 10 ms (0: read everything at once)."""
+        """Read at most ``rate`` bytes every 50 ms (0: read everything at once)."""
         self.read_rate = rate
         if rate and not self._read_scheduled:
             self._read_scheduled = True
-            self.loop.call_later(0.01, self._read)
+            self.loop.call_later(READ_PERIOD, self._read)
         elif not rate:
             self.on_down()
 
@@ -215,9 +218,9 @@ class SimClient:
         if self.pipe is pipe and pipe.server_closed and not pipe.down:
             self._lost(None)  # closed without a close frame (or we never read it)
             return
-        if self.read_rate and self.pipe is pipe and not self._read_scheduled:
+        if self.read_rate and self.pipe is not None and not self._read_scheduled:
             self._read_scheduled = True
-            self.loop.call_later(0.01, self._read)
+            self.loop.call_later(READ_PERIOD, self._read)
 
     def _parse(self, pipe: Pipe) -> None:
         buf = self._buf
@@ -256,7 +259,15 @@ class SimClient:
         if self.pipe is not None:
             self.pipe.client_write(frame)
 
+    def send_binary(self, count: int) -> None:
+        """Send ``count`` binary frames (abuse: they must count against the rate limit)."""
+        for _ in range(count):
+            self._send_raw(_frame(0x2, b"{}"))
+
     def _command(self, obj: dict[str, Any]) -> None:
+        if self.world.trace is not None:
+            shown = {k: (v if k != "token" else "...") for k, v in obj.items()}
+            self.world.log(f"{self.cid} > {orjson.dumps(shown).decode()}")
         self._send_raw(_frame(0x1, orjson.dumps(obj)))
 
     def _send_auth(self) -> None:
@@ -348,6 +359,9 @@ class SimClient:
         )
 
     def _message(self, msg: dict[str, Any]) -> None:
+        if self.world.trace is not None:
+            text = orjson.dumps(msg).decode()
+            self.world.log(f"{self.cid} < {text if len(text) < 200 else text[:197] + '...'}")
         op = msg.get("op")
         mid = msg.get("id")
         pending = self.pending.pop(mid, None) if isinstance(mid, int) else None

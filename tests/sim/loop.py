@@ -27,17 +27,17 @@ class _Selector:
     def select(self, timeout: float | None) -> list[tuple[int, int]]:
         loop = self._loop
         events: list[tuple[int, int]] = []
-        for fd in sorted(set(loop.readers) | set(loop.writers)):
-            pipe = loop.pipes.get(fd)
-            if pipe is None:
-                continue
-            mask = 0
-            if fd in loop.readers and pipe.server_readable():
-                mask |= selectors.EVENT_READ
-            if fd in loop.writers and pipe.server_writable():
-                mask |= selectors.EVENT_WRITE
-            if mask:
-                events.append((fd, mask))
+        pipes, writers = loop.pipes, loop.writers
+        for fd in loop.readers:
+            pipe = pipes.get(fd)
+            if pipe is not None and (pipe.up or pipe.client_closed):
+                events.append((fd, selectors.EVENT_READ))
+        for fd in writers:
+            pipe = pipes.get(fd)
+            if pipe is not None and pipe.server_writable():
+                events.append((fd, selectors.EVENT_WRITE))
+        if len(events) > 1:
+            events.sort()  # fd order, reads first: the same on every run
         if events:
             return events
         if timeout is None:

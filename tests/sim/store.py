@@ -127,6 +127,8 @@ class LinkFaults:
     loss: float = 0.0  # probability a pub/sub message is lost
     subscribe_delay: float = 0.002  # until a SUBSCRIBE takes effect; confirmation as long again
     read_delay: float = 0.002  # store reads: taken within, and returned after, up to this
+    # scenarios: (taken after, returned after) exactly, instead of random delays
+    fixed_read: tuple[float, float] | None = None
 
 
 class SimBroker:
@@ -146,6 +148,7 @@ class SimBroker:
         self._channels: set[str] = set()  # what the node asked for
         self._live: set[str] = set()  # what the pub/sub connection receives
         self._last_delivery = 0.0
+        self.reads: list[tuple[str, int]] = []  # every snapshot call: (channel, history)
         bus.links.append(self)
 
     # -- the Broker interface ---------------------------------------------------------
@@ -178,12 +181,17 @@ class SimBroker:
         return published
 
     async def snapshot(self, channel: str, history: int) -> Snapshot:
+        self.reads.append((channel, history))
         delay = self.faults.read_delay
-        await asyncio.sleep(self._rng.uniform(0, delay))
+        before, after = self.faults.fixed_read or (
+            self._rng.uniform(0, delay),
+            self._rng.uniform(0, delay),
+        )
+        await asyncio.sleep(before)
         if not self._store.reachable:
             raise BrokerUnavailable("store unreachable")
         snap = self._store.snapshot(channel, history)
-        await asyncio.sleep(self._rng.uniform(0, delay))
+        await asyncio.sleep(after)
         return snap
 
     async def close(self) -> None:

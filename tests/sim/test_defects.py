@@ -1,0 +1,214 @@
+"""Issue 13's defects in node/hub/connection/protocol, each as a named simulation scenario.
+
+Every scenario runs the real server code in the simulated world and passes when the
+guarantee holds; on the code the issue describes each one fails with the violation named in
+its docstring. A failure prints the checker's report and the run's trace.
+"""
+
+from __future__ import annotations
+
+from tests.guarantee.checker import format_violations
+from tests.sim.world import Config, Op, Result, run_scenario
+
+ONE = Config(nodes=1, clients=1, token_life=(0.0,))
+
+
+def explain(result: Result) -> str:
+    trace = "\n".join(result.trace[-80:])
+    return f"{format_violations(result.violations, result.histories)}\n\ntrace (end):\n{trace}"
+
+
+def burst(t: float, channel: str, count: int, publisher: int = 0) -> list[Op]:
+    return [Op(t + i * 0.001, "publish", (publisher, channel, False)) for i in range(count)]
+
+
+def test_defect_01_coalesced_event_does_not_survive_a_resync() -> None:
+    """Publish 5 on a leaderboard, lose the store, publish 5 more: the old pending event must
+    not follow the resync (today: old event 5 lands in the new epoch, 2-5 are dropped)."""
+    config = Config(nodes=1, clients=1, coalesce_ms=500, token_life=(0.0,))
+    ops = [Op(0.1, "subscribe", ("c0", "leaderboard:x"))]
+    ops += burst(1.0, "leaderboard:x", 5)
+    ops += [Op(1.01, "store_loss", ("leaderboard:x",))]
+    ops += burst(1.02, "leaderboard:x", 5)
+    result = run_scenario(config, ops)
+    assert not result.failed, explain(result)
+
+
+def test_defect_04_resync_reaches_a_subscriber_whose_reply_is_in_flight() -> None:
+    """A subscribe's store read is taken at 20 and answered late; meanwhile a gap that history
+    cannot cover resyncs the channel at 51. Today the late subscriber is skipped: it gets
+    `subscribed` at 20, then event 52 (21-51 lost silently)."""
+    config = Config(nodes=1, clients=2, history_size=3, token_life=(0.0, 0.0))
+    ops = [Op(0.1, "subscribe", ("c0", "contest:a"))]
+    ops += burst(0.5, "contest:a", 20)
+    ops += [
+        Op(1.0, "read_time", (0, 0.0, 1.0)),  # c1's read: taken at once, answered 1 s later
+        Op(1.01, "subscribe", ("c1", "contest:a")),
+        Op(1.05, "read_time", (0, 0.0, 0.0)),  # the node's gap read is quick
+        Op(1.1, "loss", (0, 1.0, 0.2)),  # 21..50 never reach the node
+    ]
+    ops += burst(1.11, "contest:a", 30)
+    ops += burst(1.5, "contest:a", 2)  # 51 reveals the gap, 52 follows the late reply
+    result = run_scenario(config, ops)
+    assert not result.failed, explain(result)
+
+
+def test_defect_05_store_rollback_under_the_same_epoch_is_noticed() -> None:
+    """The store comes back older under the same epoch and numbers new events with reused
+    offsets: the node must resync its subscribers (today: dropped as already delivered)."""
+    ops = [
+        Op(0.1, "subscribe", ("c0", "contest:a")),
+        Op(0.5, "store_save", ("contest:a",)),
+        *burst(1.0, "contest:a", 3),
+        Op(2.0, "rollback", ("contest:a",)),
+        *burst(3.0, "contest:a", 2),
+    ]
+    result = run_scenario(ONE, ops)
+    assert not result.failed, explain(result)
+
+
+def test_defect_07_history_hole_is_not_filled_over() -> None:
+    """Event 3 was published without history (HISTORY_SIZE=0); the node loses 2-4 and fills
+    the gap from history [1, 2, 4, 5]: 3 must not be skipped silently (resync instead)."""
+    ops = [
+        Op(0.1, "subscribe", ("c0", "contest:a")),
+        Op(1.0, "publish", (0, "contest:a", False)),
+        Op(1.1, "loss", (0, 1.0, 0.5)),
+        Op(1.2, "publish", (0, "contest:a", False)),
+        Op(1.3, "publish", (2, "contest:a", False)),  # publisher 2 keeps no history
+        Op(1.4, "publish", (0, "contest:a", False)),
+        Op(2.0, "publish", (0, "contest:a", False)),
+    ]
+    result = run_scenario(ONE, ops)
+    assert not result.failed, explain(result)
+
+
+def test_defect_08_reauth_with_a_shorter_token_is_enforced() -> None:
+    """Re-auth with a token that expires in 1.5 s: past its exp and the grace period the
+    private channel must stop (today the first token's timer stays: events keep coming)."""
+    ops = [
+        Op(0.1, "subscribe", ("c0", "user:u0")),
+        Op(1.0, "reauth", ("c0", "short")),
+        Op(10.0, "publish", (0, "user:u0", False)),
+    ]
+    result = run_scenario(ONE, ops)
+    assert not result.failed, explain(result)
+
+
+def test_defect_09_coalesced_frames_keep_their_order_under_congestion() -> None:
+    """A slow reader of a leaderboard: a deferred coalesced frame must not go out after a
+    newer one of its channel (today the wire can carry 6 then 5)."""
+    config = Config(
+        nodes=1,
+        clients=1,
+        coalesce_ms=50,
+        capacity=4096,
+        max_send_buffer=65536,
+        big_events=True,
+        token_life=(0.0,),
+    )
+    ops = [
+        Op(0.1, "subscribe", ("c0", "leaderboard:x")),
+        Op(0.1, "subscribe", ("c0", "contest:a")),
+        Op(0.5, "slow", ("c0", 4096, 2.0)),
+    ]
+    for i in range(20):
+        ops.append(Op(0.6 + i * 0.03, "publish", (0, "contest:a", False)))
+        ops.append(Op(0.61 + i * 0.03, "publish", (1, "leaderboard:x", False)))
+    result = run_scenario(config, ops)
+    assert not result.failed, explain(result)
+
+
+def test_defect_10_large_missed_list_does_not_trip_the_slow_consumer_limit() -> None:
+    """A client that reads normally comes back with `since` after five 11 KB events: its one
+    `subscribed` reply must not close it with 1013 in a loop (16 KiB send buffer)."""
+    config = Config(
+        nodes=1,
+        clients=1,
+        capacity=16384,
+        max_send_buffer=16384,
+        big_events=True,
+        token_life=(0.0,),
+    )
+    ops = [
+        Op(0.1, "subscribe", ("c0", "contest:a")),
+        Op(1.0, "drop", ("c0",)),
+        *burst(1.001, "contest:a", 5),
+    ]
+    result = run_scenario(config, ops, seed=10)
+    assert not result.failed, explain(result)
+
+
+def test_defect_11_no_private_subscription_after_token_expiry() -> None:
+    """The token expires at 2 s; a private subscribe at 3 s (within the grace period) must be
+    refused (today it is granted)."""
+    config = Config(nodes=1, clients=1, token_life=(-2.0,))  # no getToken to renew it
+    ops = [
+        Op(3.0, "subscribe", ("c0", "user:u0")),
+        Op(3.5, "publish", (0, "user:u0", False)),
+    ]
+    result = run_scenario(config, ops)
+    assert not result.failed, explain(result)
+
+
+def test_defect_12_strict_mode_burst_gets_one_current_reply() -> None:
+    """subscribe, unsubscribe, subscribe while the first store read is slow: only the
+    current command's `subscribed` may go out (today two replies, the stale one included)."""
+    ops = [
+        Op(0.1, "read_time", (0, 0.0, 0.5)),
+        Op(0.2, "strict", ("c0", "contest:a")),
+        Op(1.0, "read_time", (0, None, None)),
+        *burst(2.0, "contest:a", 2),
+    ]
+    result = run_scenario(ONE, ops)
+    assert not result.failed, explain(result)
+
+
+def test_defect_13_binary_frames_count_against_the_rate_limit() -> None:
+    """3,000 binary frames must be rate limited and end in a 1008 close (today: 3,000
+    `bad_request` replies and the connection stays)."""
+    ops = [Op(0.5, "binary", ("c0", 3000))]
+    result = run_scenario(ONE, ops)
+    history = result.histories["c0"]
+    codes = [rec.get("code") for rec in history if rec["kind"] == "disconnect"]
+    bad = sum(1 for rec in history if rec.get("code") == "bad_request")
+    assert 1008 in codes, f"no 1008 close after 3000 binary frames ({bad} bad_request replies)"
+
+
+def test_defect_14_channel_name_with_trailing_newline_is_refused() -> None:
+    """`contest:42\\n` is not a valid channel name (today `$` lets the newline through)."""
+    ops = [Op(0.5, "subscribe", ("c0", "contest:42\n"))]
+    result = run_scenario(ONE, ops)
+    history = result.histories["c0"]
+    granted = [rec for rec in history if rec["kind"] == "subscribed"]
+    refused = [rec for rec in history if rec.get("code") == "bad_request"]
+    assert not granted and refused, f"granted: {granted}"
+
+
+def test_defect_16_reconnect_reads_history_only_where_offsets_moved() -> None:
+    """After a pub/sub reconnect, channels whose offsets did not move must not re-read their
+    history (today every live channel reads a full history at once)."""
+    config = Config(nodes=1, clients=1, token_life=(0.0,))
+    channels = ("contest:a", "contest:b", "leaderboard:x", "user:u0")
+    ops = [Op(0.1, "subscribe", ("c0", channel)) for channel in channels]
+    ops += [Op(1.0, "publish", (0, "contest:a", False)), Op(2.0, "link_drop", (0, 0.5))]
+    from tests.sim import world as sim_world
+
+    seen: dict[str, list[tuple[str, int]]] = {}
+    real_heal = sim_world.World._heal
+
+    def heal(self: sim_world.World) -> None:  # record the reads of the reconnect only
+        seen["reads"] = list(self.brokers[0].reads)
+        real_heal(self)
+
+    sim_world.World._heal = heal  # type: ignore[method-assign]
+    try:
+        result = run_scenario(config, ops)
+    finally:
+        sim_world.World._heal = real_heal  # type: ignore[method-assign]
+    assert not result.failed, explain(result)
+    reads = seen["reads"]
+    # before the drop: one read per subscribe; after it, history only where offsets moved
+    after = reads[len(channels) :]
+    full = [(channel, n) for channel, n in after if n > 0]
+    assert not full, f"history re-read after the reconnect with nothing published: {full}"
