@@ -290,11 +290,8 @@ class SimClient:
         sub.sent_at = self.loop.time()
         token = self._server_token
         may = (
-            token is not None
-            and token.grants(sub.channel)
-            and self.world.wall() < token.exp
-            or not self.world.is_private(sub.channel)
-        )
+            token is not None and token.grants(sub.channel) and self.world.wall() < token.exp
+        ) or not self.world.is_private(sub.channel)
         self.pending[cid] = ("subscribe", (sub, may, sub.sent_since))
         self._command(command)
 
@@ -365,7 +362,7 @@ class SimClient:
         op = msg.get("op")
         mid = msg.get("id")
         pending = self.pending.pop(mid, None) if isinstance(mid, int) else None
-        channel = msg.get("channel")
+        channel = str(msg.get("channel"))
         if op == "event":
             self._record(
                 {

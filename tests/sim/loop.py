@@ -75,13 +75,13 @@ class SimLoop(asyncio.BaseEventLoop):
         exc = context.get("exception")
         self.errors.append(f"{context.get('message')}: {exc!r}")
 
-    def add_reader(self, fd: Any, callback: Callable[..., Any], *args: Any) -> None:
+    def add_reader(self, fd: Any, callback: Callable[..., Any], *args: Any) -> None:  # type: ignore[override]
         self.readers[fd] = asyncio.Handle(callback, args, self)
 
     def remove_reader(self, fd: Any) -> bool:
         return self.readers.pop(fd, None) is not None
 
-    def add_writer(self, fd: Any, callback: Callable[..., Any], *args: Any) -> None:
+    def add_writer(self, fd: Any, callback: Callable[..., Any], *args: Any) -> None:  # type: ignore[override]
         self.writers[fd] = asyncio.Handle(callback, args, self)
 
     def remove_writer(self, fd: Any) -> bool:
@@ -90,9 +90,9 @@ class SimLoop(asyncio.BaseEventLoop):
     def _process_events(self, event_list: list[tuple[int, int]]) -> None:
         for fd, mask in event_list:
             if mask & selectors.EVENT_READ and fd in self.readers:
-                self._add_callback(self.readers[fd])
+                self._add_callback(self.readers[fd])  # type: ignore[attr-defined]
             if mask & selectors.EVENT_WRITE and fd in self.writers:
-                self._add_callback(self.writers[fd])
+                self._add_callback(self.writers[fd])  # type: ignore[attr-defined]
 
     def _write_to_self(self) -> None:
         pass

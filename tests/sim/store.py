@@ -24,7 +24,6 @@ import orjson
 from realtime.brokers.base import EventCallback, HealthCallback, Snapshot
 from realtime.envelope import Envelope, Event, Published, encode_event
 from realtime.errors import BrokerUnavailable
-
 from tests.sim.loop import SimLoop
 
 

@@ -32,7 +32,6 @@ from realtime.heartbeat import HeartbeatWheel
 from realtime.metrics import Metrics
 from realtime.node import Node
 from realtime.protocol import Session
-
 from tests.guarantee.checker import IS_PRIVATE, Violation, check
 from tests.sim.client import SimClient, Token
 from tests.sim.loop import Pipe, SimLoop, SimSocket
@@ -201,13 +200,14 @@ def _virtual_time(loop: SimLoop, wall: Any) -> Iterator[None]:
             real = datetime.fromtimestamp(wall(), tz)
             return cls.fromtimestamp(real.timestamp(), tz)
 
-    saved = realtime.connection.time, jwt.api_jwt.datetime
-    realtime.connection.time = shim  # type: ignore[assignment]
-    jwt.api_jwt.datetime = VirtualDatetime  # type: ignore[misc]
+    saved = getattr(realtime.connection, "time"), getattr(jwt.api_jwt, "datetime")  # noqa: B009
+    setattr(realtime.connection, "time", shim)  # noqa: B010
+    setattr(jwt.api_jwt, "datetime", VirtualDatetime)  # noqa: B010
     try:
         yield
     finally:
-        realtime.connection.time, jwt.api_jwt.datetime = saved  # type: ignore[misc]
+        setattr(realtime.connection, "time", saved[0])  # noqa: B010
+        setattr(jwt.api_jwt, "datetime", saved[1])  # noqa: B010
 
 
 class _ErrorLog(logging.Handler):
@@ -251,8 +251,9 @@ class World:
     def issue(self, user: str, lifetime: float) -> Token:
         exp = self.wall() + lifetime
         channels = ("submission:s1", "jury:j") if user in ("u0", "u2") else ()
-        claims = {"sub": user, "exp": int(exp * 1000) / 1000, "channels": list(channels)}
-        return Token(jwt.encode(claims, SECRET, "HS256"), user, channels, claims["exp"])
+        exp = int(exp * 1000) / 1000
+        claims = {"sub": user, "exp": exp, "channels": list(channels)}
+        return Token(jwt.encode(claims, SECRET, "HS256"), user, channels, exp)
 
     def log(self, text: str) -> None:
         if self.trace is not None:
@@ -387,7 +388,7 @@ class World:
         kind, args = op.kind, op.args
         if kind == "publish":
             size = self.rng.choice((2000, 11000)) if self.config.big_events else 0
-            self._publish(args[0], args[1], args[2], size)
+            self._publish(args[0], args[1], args[2], args[3] if len(args) > 3 else size)
         elif kind == "republish":
             # a relay retry: the store answers `duplicate`, the event goes out again anyway
             envelope_id = self._ids.get(args[0])
