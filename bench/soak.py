@@ -196,6 +196,9 @@ class Soak:
                 if op == "event":
                     conn.on_event(msg)
                 elif op == "subscribed":
+                    if "id" not in msg and msg.get("recovered") and msg["offset"] == 0:
+                        conn.epoch = msg["epoch"]  # the epoch the first event starts
+                        continue
                     if "since" in command and msg.get("recovered"):
                         conn.recoveries += 1
                         for event in msg["missed"]:

@@ -42,7 +42,7 @@ def client_config(user: Any, channels: Sequence[str], ttl: int | None = None) ->
     ``since`` (per channel, see ``channel_positions``).
     """
     for channel in channels:
-        if not CHANNEL_RE.match(channel):
+        if not CHANNEL_RE.fullmatch(channel):
             raise ValueError(f"invalid channel name: {channel!r}")
     settings = get_settings()
     return {

@@ -47,7 +47,7 @@ ICPC_SOLVED_LIMIT = 10**6
 IOI_TIME_LIMIT = 10**8  # seconds since the start (about 3 years)
 IOI_TOTAL_LIMIT = 2**53 // IOI_TIME_LIMIT  # hundredths of a point (~900,000 points)
 
-_ID_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,100}$")
+_ID_RE = re.compile(r"[A-Za-z0-9_.\-]{1,100}")  # always fullmatch()
 
 
 # ---------------------------------------------------------------------------- the rules
@@ -613,7 +613,7 @@ def _attempt_id(attempt: Attempt) -> str:
 
 def _check_id(what: str, value: str | int) -> str:
     text = str(value)
-    if not _ID_RE.match(text):
+    if not _ID_RE.fullmatch(text):
         raise ValueError(f"{what} id {text!r} must match {_ID_RE.pattern}")
     return text
 

@@ -46,7 +46,7 @@ def make_envelope(
     Raises:
         PublishError: a bad channel name or type, or data that cannot be JSON-encoded.
     """
-    if not isinstance(channel, str) or not CHANNEL_RE.match(channel):
+    if not isinstance(channel, str) or not CHANNEL_RE.fullmatch(channel):
         raise PublishError(f"invalid channel name: {channel!r}")
     if not isinstance(type_, str) or not 0 < len(type_) <= MAX_TYPE_LENGTH:
         raise PublishError("type must be a non-empty string of at most 200 characters")

@@ -74,7 +74,7 @@ def check_channel(namespaces: Mapping[str, Namespace], identity: Identity, chann
         ProtocolError: ``bad_request`` (malformed name), ``unknown_channel``,
             ``unauthorized`` (no token for a private channel), ``forbidden``.
     """
-    if not isinstance(channel, str) or not CHANNEL_RE.match(channel):
+    if not isinstance(channel, str) or not CHANNEL_RE.fullmatch(channel):
         raise ProtocolError(ErrorCode.BAD_REQUEST, "invalid channel name", _str_or_none(channel))
     namespace_name, rest = channel.split(":", 1)
     namespace = namespaces.get(namespace_name)

@@ -80,6 +80,12 @@ class Settings:
     rate_limit: float = 100.0  # commands per second per connection
     rate_burst: int = 200
     flood_close_after: int = 20  # rate-limited commands before the 1008 close
+    # subscribes to channels a connection has not held before: per connection and per
+    # client IP (tokens a second, burst); bounds what made-up channel names can cost
+    channel_churn_rate: float = 10.0
+    channel_churn_burst: int = 200
+    ip_channel_churn_rate: float = 100.0
+    ip_channel_churn_burst: int = 2000
     max_publish_body: int = 1048576
     heartbeat: int = 25
     # [history]
@@ -124,6 +130,10 @@ SECTIONS: dict[str, str] = {
     "rate_limit": "limits",
     "rate_burst": "limits",
     "flood_close_after": "limits",
+    "channel_churn_rate": "limits",
+    "channel_churn_burst": "limits",
+    "ip_channel_churn_rate": "limits",
+    "ip_channel_churn_burst": "limits",
     "max_publish_body": "limits",
     "heartbeat": "limits",
     "history_size": "history",
@@ -250,6 +260,10 @@ _VALIDATORS: list[tuple[str, Callable[[Any], bool], str]] = [
     ("rate_limit", lambda v: v > 0, "greater than 0"),
     ("rate_burst", lambda v: v >= 1, "at least 1"),
     ("flood_close_after", lambda v: v >= 1, "at least 1"),
+    ("channel_churn_rate", lambda v: v > 0, "greater than 0"),
+    ("channel_churn_burst", lambda v: v >= 1, "at least 1"),
+    ("ip_channel_churn_rate", lambda v: v > 0, "greater than 0"),
+    ("ip_channel_churn_burst", lambda v: v >= 1, "at least 1"),
     ("max_publish_body", lambda v: v >= 1024, "at least 1024 bytes"),
     ("heartbeat", lambda v: 1 <= v <= 3600, "between 1 and 3600 seconds"),
     ("history_size", lambda v: 0 <= v <= 100000, "between 0 and 100000"),

@@ -55,6 +55,7 @@ class Connection:
 
     __slots__ = (
         "_alive",
+        "_allowance",
         "_beat_group",
         "_close_timer",
         "_closing",
@@ -69,8 +70,10 @@ class Connection:
         "_opened",
         "_out",
         "_parser",
+        "_serial",
         "_shut_after_flush",
         "_socket",
+        "_token_at",
         "_token_timer",
         "close_code",
         "ctx",
@@ -82,7 +85,7 @@ class Connection:
     def __init__(self, ctx: ServerContext, ip: str) -> None:
         self.ctx = ctx
         self.ip = ip
-        self.session = Session(ctx.settings)
+        self.session = Session(ctx.settings, ip_churn=ctx.ip_churn_bucket(ip))
         self.session_id = secrets.token_urlsafe(12)
         # frames queued this tick: the first in a slot (the common case, one event per
         # tick, touches no list), any further ones in a reused list
@@ -90,10 +93,13 @@ class Connection:
         self._more: list[bytes] = []
         self._out: bytearray | None = None  # what the kernel did not take yet
         self._offsets: dict[str, int] = {}  # last offset sent per channel
-        # frames held until `subscribed` / latest coalesced frame while congested: most
-        # connections never need them, so they are created on first use
-        self._held: dict[str, list[tuple[int, bytes]]] | None = None
+        # what the hub pushed while a subscribe is in flight (until its `subscribed` reply)
+        # / latest coalesced frame while congested: most connections never need them, so
+        # they are created on first use
+        self._held: dict[str, _Hold] | None = None
         self._deferred: dict[str, bytes] | None = None
+        self._serial = 0  # numbers subscribe commands: only the current one may answer
+        self._allowance = 0  # bytes of `subscribed` replies the send-buffer limit lets pass
         self._socket: socket.socket | None = None  # set by attach()
         self._fd = -1
         self._parser = FrameParser(ctx.settings.max_message_size)
@@ -104,6 +110,7 @@ class Connection:
         self._alive = True  # answered since the last heartbeat ping
         self._beat_group = -1
         self._token_timer: Any = None
+        self._token_at: float | None = None  # the token expiry the timer is set for
         self._close_timer: Any = None
         self._opened = time.monotonic()
         self.close_code: int | None = None
@@ -165,6 +172,7 @@ class Connection:
             ctx.per_ip[self.ip] -= 1
             if ctx.per_ip[self.ip] <= 0:
                 del ctx.per_ip[self.ip]
+                ctx.ip_churn.pop(self.ip, None)
         ctx.metrics.connections.set(len(ctx.connections))
         if ctx.shutting_down and not ctx.connections:
             ctx.all_closed.set()
@@ -273,10 +281,12 @@ class Connection:
         if self._closing:
             return
         self.ctx.metrics.messages_in.inc()
-        if isinstance(message, bytes):
-            self._send(messages.error(ErrorCode.BAD_REQUEST, "send text frames"))
-            return
-        for action in self.session.receive(message):
+        actions = (
+            self.session.receive_binary()
+            if isinstance(message, bytes)
+            else self.session.receive(message)
+        )
+        for action in actions:
             self._do(action)
 
     def _do(self, action: Action) -> None:
@@ -284,13 +294,21 @@ class Connection:
             if action.error is not None:
                 self._audit(action)
             self._send(action.data)
-            if self.session.identity.expires is not None and self._token_timer is None:
-                self._schedule_token_check(self.session.identity.expires)
+            expires = self.session.identity.expires
+            if expires != self._token_at:
+                # a new token (maybe shorter-lived, or another user's): its own expiry counts
+                if self._token_timer is not None:
+                    self._token_timer.cancel()
+                    self._token_timer = None
+                self._token_at = expires
+                if expires is not None:
+                    self._schedule_token_check(expires)
         elif isinstance(action, Subscribe):
+            self._serial += 1
             if self._held is None:
                 self._held = {}
-            self._held[action.channel] = []
-            asyncio.get_running_loop().create_task(self._subscribe(action))
+            self._held[action.channel] = _Hold(self._serial)
+            asyncio.get_running_loop().create_task(self._subscribe(action, self._serial))
         elif isinstance(action, Unsubscribe):
             self._drop(action.channel)
             self._send(messages.unsubscribed(action.channel, action.command_id, action.reason))
@@ -314,35 +332,73 @@ class Connection:
             self.session_id,
         )
 
-    async def _subscribe(self, action: Subscribe) -> None:
-        channel = action.channel
-        try:
-            result = await self.ctx.node.subscribe(self, channel, action.since)
-        except BrokerUnavailable as exc:
-            self.session.subscribe_failed(channel)
-            self._unhold(channel)
-            logger.warning("subscribe %s failed: %s", channel, exc)
-            self._close(CloseCode.TRY_AGAIN_LATER, "broker unavailable, retry-after=2")
-            return
-        if self._closing or channel not in self.session.channels:
-            # closed or unsubscribed while the subscribe was in flight
-            self.ctx.node.unsubscribe(self, channel)
-            self._unhold(channel)
-            return
-        self._send(self._with_id(result.reply, action.command_id))
-        # never backwards: a quick unsubscribe + subscribe may already have moved it on
-        self._offsets[channel] = max(result.offset, self._offsets.get(channel, 0))
-        for offset, frame in self._unhold(channel):
-            self._push_frame(channel, offset, frame)
+    def _current(self, channel: str, serial: int) -> bool:
+        """True while ``serial`` is the channel's subscribe in flight (not superseded)."""
+        held = self._held
+        if held is None or self._closing:
+            return False
+        hold = held.get(channel)
+        return hold is not None and hold.serial == serial
 
-    def _unhold(self, channel: str) -> list[tuple[int, bytes]]:
+    async def _subscribe(self, action: Subscribe, serial: int) -> None:
+        channel = action.channel
+
+        def on_read() -> None:
+            # the store read about to be sent covers everything pushed until now
+            if self._current(channel, serial):
+                assert self._held is not None
+                self._held[channel].items.clear()
+
+        try:
+            result = await self.ctx.node.subscribe(self, channel, action.since, on_read)
+        except BrokerUnavailable as exc:
+            if self._current(channel, serial):
+                self.session.subscribe_failed(channel)
+                self._unhold(channel)
+                self.ctx.node.unsubscribe(self, channel)
+                logger.warning("subscribe %s failed: %s", channel, exc)
+                self._close(CloseCode.TRY_AGAIN_LATER, "broker unavailable, retry-after=2")
+            else:
+                self._forget_stale(channel)
+            return
+        if not self._current(channel, serial):
+            # unsubscribed (maybe subscribed again), or closing, while it was in flight:
+            # only the current command's reply may go out
+            self._forget_stale(channel)
+            return
+        hold = self._held[channel] if self._held is not None else _Hold(serial)
+        self._unhold(channel)
+        frame = text_frame(self._with_id(result.reply, action.command_id))
+        # one reply may pass the send-buffer limit: a large `missed` list is not a slow reader
+        self._allowance += len(frame)
+        self._queue(frame)
+        current = result.offset
+        self._offsets[channel] = current
+        for offset, frame, kind in hold.items:
+            if kind == _EPOCH:
+                if current == 0:
+                    self._queue(frame)  # the reply said the empty epoch
+                continue
+            if offset <= current:
+                continue  # covered by the reply (or by a later resync)
+            current = offset
+            if kind == _RESYNC:
+                self.push_resync(channel, offset, frame)
+            else:
+                self._push_frame(channel, offset, frame)
+
+    def _forget_stale(self, channel: str) -> None:
+        """A superseded subscribe finished: leave the hub unless a newer one uses it."""
+        if self._closing or self._done or channel not in self.session.channels:
+            self.ctx.node.unsubscribe(self, channel)
+
+    def _unhold(self, channel: str) -> None:
         held = self._held
         if held is None:
-            return []
-        frames = held.pop(channel, [])
+            return
+        held.pop(channel, None)
         if not held:
             self._held = None  # an emptied dict keeps its table
-        return frames
 
     @staticmethod
     def _with_id(reply: bytes, command_id: str | int | None) -> bytes:
@@ -382,21 +438,25 @@ class Connection:
         """
         last = self._offsets.get(channel)
         if last is None:
-            held = self._held.get(channel) if self._held is not None else None
-            if held is not None:  # its `subscribed` reply is not out yet
-                held.append((offset, frame))
+            hold = self._held.get(channel) if self._held is not None else None
+            if hold is not None:  # its `subscribed` reply is not out yet
+                hold.items.append((offset, frame, _EVENT))
             return
         if offset <= last:
             return  # already delivered (from history, or a resync moved past it)
         self._offsets[channel] = offset
+        deferred = self._deferred
         if coalesced and self._out is not None and len(self._out) > self._congested:
             # a slow leaderboard watcher skips to the latest version instead of being cut off
-            if self._deferred is None:
-                self._deferred = {}
-            elif channel in self._deferred:
+            if deferred is None:
+                self._deferred = deferred = {}
+            elif channel in deferred:
                 self.ctx.metrics.frames_skipped.inc()
-            self._deferred[channel] = frame
+            deferred[channel] = frame
             return
+        if deferred is not None and deferred.pop(channel, None) is not None:
+            # this newer frame goes out now: the older deferred one must not follow it
+            self.ctx.metrics.frames_skipped.inc()
         if self._first is None:
             self._first = frame
             ctx = self.ctx  # _mark_dirty, inlined: this runs once per delivery
@@ -412,16 +472,36 @@ class Connection:
         if last is None or offset <= last:
             return  # not subscribed any more, or already delivered
         self._offsets[channel] = offset
+        if self._deferred is not None:
+            self._deferred.pop(channel, None)
         self._queue(frame)
 
     def push_resync(self, channel: str, offset: int, frame: bytes) -> None:
-        """Queue an unasked ``subscribed`` message and continue after ``offset``."""
-        if (self._held is not None and channel in self._held) or channel not in self._offsets:
-            return  # its own `subscribed` reply is on the way
+        """Queue an unasked ``subscribed`` message and continue after ``offset``.
+
+        While the channel's own subscribe is in flight the resync is held too: its reply
+        may come from an older store read, and then the resync must follow it. A resync
+        supersedes whatever was held before it.
+        """
+        hold = self._held.get(channel) if self._held is not None else None
+        if hold is not None:
+            hold.items.clear()
+            hold.items.append((offset, frame, _RESYNC))
+            return
+        if channel not in self._offsets:
+            return  # not subscribed
         self._offsets[channel] = offset
         if self._deferred is not None:
             self._deferred.pop(channel, None)
         self._queue(frame)
+
+    def push_epoch(self, channel: str, frame: bytes) -> None:
+        """Queue the epoch of the channel's first event if nothing was sent here yet."""
+        hold = self._held.get(channel) if self._held is not None else None
+        if hold is not None:
+            hold.items.append((0, frame, _EPOCH))
+        elif self._offsets.get(channel) == 0:
+            self._queue(frame)
 
     # -- output ----------------------------------------------------------------------
 
@@ -483,12 +563,14 @@ class Connection:
                     self._finish()
                     return
                 if sent == len(data):
+                    self._allowance = 0
                     return
                 data = data[sent:]
             out = self._out = bytearray()
             if sock is not None:
                 asyncio.get_running_loop().add_writer(self._fd, self._on_writable)
-        if not control and len(out) + len(data) > self.ctx.settings.max_send_buffer:
+        limit = self.ctx.settings.max_send_buffer + self._allowance
+        if not control and len(out) + len(data) > limit:
             self._slow_consumer()
             return
         out += data
@@ -510,6 +592,7 @@ class Connection:
                 return
         asyncio.get_running_loop().remove_writer(self._fd)
         self._out = None
+        self._allowance = 0
         if self._shut_after_flush:
             self._finish()
             return
@@ -559,6 +642,20 @@ class Connection:
         self._offsets.clear()  # later fan-out pushes stop at their first lookup
         self._held = None
         self._deferred = None
+
+
+_EVENT, _RESYNC, _EPOCH = 0, 1, 2  # kinds of held frames
+
+
+class _Hold:
+    """What the hub pushed for a channel while its subscribe (number ``serial``) is in flight:
+    (offset, frame, kind) in order."""
+
+    __slots__ = ("items", "serial")
+
+    def __init__(self, serial: int) -> None:
+        self.serial = serial
+        self.items: list[tuple[int, bytes, int]] = []
 
 
 def _flush_all(ctx: ServerContext) -> None:

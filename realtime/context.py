@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -27,6 +28,8 @@ class ServerContext:
     heartbeat: HeartbeatWheel
     connections: set[Connection] = field(default_factory=set)
     per_ip: Counter[str] = field(default_factory=Counter)
+    # new-channel subscribes per client IP (see Session); freed with the IP's last connection
+    ip_churn: dict[str, TokenBucket] = field(default_factory=dict)
     shutting_down: bool = False
     all_closed: asyncio.Event = field(default_factory=asyncio.Event)  # set while draining
     refused_unlogged: int = 0  # refused handshakes since the last summary line
@@ -36,3 +39,13 @@ class ServerContext:
     # connections with frames queued in this loop tick; written together in one callback
     dirty: list[Connection] = field(default_factory=list)
     flush_scheduled: bool = False
+
+    def ip_churn_bucket(self, ip: str) -> TokenBucket:
+        """The new-channel bucket shared by every connection of ``ip``."""
+        bucket = self.ip_churn.get(ip)
+        if bucket is None:
+            settings = self.settings
+            bucket = self.ip_churn[ip] = TokenBucket(
+                settings.ip_channel_churn_rate, settings.ip_channel_churn_burst, time.monotonic
+            )
+        return bucket

@@ -16,7 +16,7 @@ import orjson
 
 from realtime.errors import PublishError
 
-CHANNEL_RE = re.compile(r"^[a-z][a-z0-9_]*:[A-Za-z0-9_.:\-]{1,120}$")
+CHANNEL_RE = re.compile(r"[a-z][a-z0-9_]*:[A-Za-z0-9_.:\-]{1,120}")  # always fullmatch()
 MAX_TYPE_LENGTH = 200
 
 
@@ -87,7 +87,7 @@ def envelope_from_obj(obj: Any) -> Envelope:
     if not isinstance(obj, dict):
         raise PublishError("an envelope must be a JSON object")
     channel = obj.get("channel")
-    if not isinstance(channel, str) or not CHANNEL_RE.match(channel):
+    if not isinstance(channel, str) or not CHANNEL_RE.fullmatch(channel):
         raise PublishError(f"invalid channel name: {channel!r}")
     type_ = obj.get("type")
     if not isinstance(type_, str) or not type_ or len(type_) > MAX_TYPE_LENGTH:

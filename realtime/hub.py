@@ -25,6 +25,10 @@ class Subscriber(Protocol):
     def push_resync(self, channel: str, offset: int, frame: bytes) -> None:
         """Queue an unasked ``subscribed`` (recovered false) and continue from ``offset``."""
 
+    def push_epoch(self, channel: str, frame: bytes) -> None:
+        """Queue an unasked ``subscribed`` naming the epoch the channel's first event starts,
+        if this subscriber is still at offset 0 (it subscribed before any event)."""
+
 
 Schedule = Callable[[float, Callable[[], None]], Any]
 Clock = Callable[[], float]
@@ -136,7 +140,23 @@ class Hub:
             self._on_fanout(event, len(subs))
 
     def resync(self, channel: str, offset: int, message: bytes) -> None:
-        """Tell every subscriber of a channel to resync (history could not cover a gap)."""
+        """Tell every subscriber of a channel to resync (history could not cover a gap).
+
+        A coalesced event still waiting for its window belongs to the old position (often
+        an old epoch): sent after the resync it would move every subscriber back.
+        """
+        co = self._coalesce.get(channel)
+        if co is not None:
+            co.pending = None
+            if co.timer is not None:
+                co.timer.cancel()
+                co.timer = None
         frame = text_frame(message)
         for sub in self.subscribers(channel):
             sub.push_resync(channel, offset, frame)
+
+    def epoch_started(self, channel: str, message: bytes) -> None:
+        """Tell subscribers still at offset 0 the epoch the channel's first event starts."""
+        frame = text_frame(message)
+        for sub in self.subscribers(channel):
+            sub.push_epoch(channel, frame)

@@ -121,6 +121,23 @@ class Metrics:
         self.resyncs = Counter(
             "realtime_resyncs", "Channels resynced from state (history lost)", registry=r
         )
+        self.store_rollbacks = Counter(
+            "realtime_store_rollbacks",
+            "Channels whose store went back to an older offset (given a new epoch)",
+            registry=r,
+        )
+        self.misconfigured = Counter(
+            "realtime_misconfigured",
+            "Messages that reveal a setup mismatch (e.g. raw AMQP envelopes while nodes "
+            "number events in Redis)",
+            ["reason"],
+            registry=r,
+        )
+        self.churn_refused = Counter(
+            "realtime_churn_refused",
+            "Subscribes refused for subscribing to too many distinct channels too fast",
+            registry=r,
+        )
         self.latency = Histogram(
             "realtime_publish_to_send_seconds",
             "Time from publish to the write of an event to its subscribers",

@@ -16,6 +16,7 @@ import contextlib
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +32,12 @@ from realtime.metrics import Metrics
 logger = logging.getLogger(__name__)
 
 MAX_QUEUED_WHILE_FILLING = 10_000
+# a subscribe whose store read disagrees with what the node delivers (the store changed
+# epoch or rolled back meanwhile) waits for the node to recover and reads again, this often
+MAX_SUBSCRIBE_ATTEMPTS = 5
+# recoveries reading the store at once: a broker reconnect re-checks every live channel, and
+# thousands of reads at once would time out in the store's bounded pool
+RECOVER_CONCURRENCY = 16
 
 
 @dataclass(slots=True)
@@ -38,11 +45,23 @@ class _Track:
     """What the node knows about one channel it receives."""
 
     epoch: str | None = None  # None: not known yet; the next snapshot or event sets it
-    offset: int = 0
+    offset: int = 0  # the last offset fanned out (0: nothing yet, in any epoch)
     busy: bool = True  # initialising or filling a gap: events queue up meanwhile
     queue: deque[Event] = field(default_factory=deque)
     release: Any = None  # the grace-period timer after the last subscriber left
     subscribed: asyncio.Future[None] | None = None  # done when the broker confirmed
+    idle: asyncio.Future[None] | None = None  # done when the current recovery is over
+    checking: bool = False  # a check for a store rollback is under way
+
+
+@dataclass(slots=True)
+class _Read:
+    """One store read shared by every subscriber that joined before it started."""
+
+    future: asyncio.Future[Snapshot]
+    want: int
+    starters: list[Callable[[], None]] = field(default_factory=list)
+    seen: tuple[str | None, int] = (None, 0)  # the node's position when the read was sent
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +88,11 @@ class Node:
         )
         self._tracks: dict[str, _Track] = {}
         self._tasks: set[asyncio.Task[None]] = set()
-        self._batches: dict[tuple[str, int], asyncio.Future[Snapshot]] = {}
+        self._reads: dict[str, _Read] = {}  # the next read of a channel, not started yet
+        self._reading: set[str] = set()  # channels with a read under way
+        self._recover_slots = asyncio.Semaphore(RECOVER_CONCURRENCY)
+        # the bytes of events a `subscribed` reply may carry in `missed`
+        self._missed_budget = settings.max_send_buffer // 2
         self._was_healthy = False
         self._ever_healthy = False
         self._healthy_event = asyncio.Event()
@@ -107,16 +130,27 @@ class Node:
     # -- subscriptions --------------------------------------------------------------
 
     async def subscribe(
-        self, subscriber: Subscriber, channel: str, since: Since | None
+        self,
+        subscriber: Subscriber,
+        channel: str,
+        since: Since | None,
+        on_read: Callable[[], None] | None = None,
     ) -> SubscribeResult:
         """Subscribe a local subscriber and build its ``subscribed`` reply.
 
-        The subscriber must hold back events for ``channel`` (it is added to the hub
-        first so nothing published meanwhile is lost) until the caller has sent
-        ``reply``; then it continues after ``offset``.
+        Call order: the subscriber is added to the hub at once and must hold back what the
+        hub pushes for ``channel`` (events and resyncs, in order). ``on_read`` is called
+        right before each store read is sent: what the subscriber held until then is
+        covered by that read, so it drops it. After this returns, the caller sends
+        ``reply`` and then applies the frames it still holds that are newer than
+        ``offset`` (a held resync replaces everything held before it).
+
+        On failure the subscriber stays in the hub: the caller calls ``unsubscribe`` if the
+        subscription is still its current one (a newer subscribe of the same channel by
+        the same subscriber may already use the hub entry).
 
         Raises:
-            BrokerUnavailable: the store could not be read; the subscriber was removed.
+            BrokerUnavailable: the store could not be read, or kept changing.
         """
         track = self._tracks.get(channel)
         if track is None:
@@ -127,22 +161,54 @@ class Node:
             track.release = None
         self.hub.add(channel, subscriber)
         self._update_gauges()
-        try:
-            # every subscriber waits for the broker subscription: a store read taken before
-            # it could miss an event that pub/sub never brings
-            assert track.subscribed is not None
-            await asyncio.shield(track.subscribed)
-            want = self.settings.history_size if since is not None else 0
-            snap = await self._snapshot(channel, want)
-        except BaseException:
-            self.unsubscribe(subscriber, channel)
-            raise
-        if track.epoch is None:
-            # first reading of this channel: it is the baseline for gap detection
-            track.epoch, track.offset = snap.epoch, snap.offset
-            self._drain(channel, track)
+        # every subscriber waits for the broker subscription: a store read taken before it
+        # could miss an event that pub/sub never brings
+        assert track.subscribed is not None
+        await asyncio.shield(track.subscribed)
+        want = self.settings.history_size if since is not None else 0
+        for _ in range(MAX_SUBSCRIBE_ATTEMPTS):
+            read = self._join_read(channel, want, on_read)
+            snap = await asyncio.shield(read.future)
+            if self._tracks.get(channel) is not track:
+                raise BrokerUnavailable(f"subscribe {channel}: released meanwhile")
+            if self._agrees(channel, track, read.seen, snap):
+                break
+            await self._settled(track)
+        else:
+            raise BrokerUnavailable(f"subscribe {channel}: the store kept changing")
         reply, offset = self._subscribed_reply(channel, snap, since)
         return SubscribeResult(reply, offset)
+
+    def _agrees(
+        self, channel: str, track: _Track, seen: tuple[str | None, int], snap: Snapshot
+    ) -> bool:
+        """Whether a subscriber's snapshot fits what the node delivers to the hub.
+
+        When it does not (the store changed epoch or rolled back, and the node has not
+        caught up yet) the node starts a recovery and the subscriber reads again after it:
+        the events it holds would be numbered in another timeline than its reply.
+        """
+        if track.epoch is None:
+            # the first reading of this channel: the baseline for gap detection
+            track.epoch, track.offset = snap.epoch, snap.offset
+            self._drain(channel, track)
+            return True
+        if snap.epoch == track.epoch:
+            if seen[0] == snap.epoch and snap.offset < seen[1]:
+                self._start_recover(channel, track)  # below what we had seen: rolled back
+                return False
+            return True
+        if track.offset == 0:
+            return True  # nothing delivered yet: any epoch continues from here
+        self._start_recover(channel, track)
+        return False
+
+    async def _settled(self, track: _Track) -> None:
+        if not track.busy:
+            return
+        if track.idle is None:
+            track.idle = self._loop.create_future()
+        await asyncio.shield(track.idle)
 
     async def _subscribe_broker(self, channel: str, track: _Track) -> None:
         try:
@@ -157,32 +223,48 @@ class Node:
         assert track.subscribed is not None
         track.subscribed.set_result(None)
 
-    def _snapshot(self, channel: str, want: int) -> asyncio.Future[Snapshot]:
-        """Read the store once for every subscriber that joined before the read starts.
+    def _join_read(self, channel: str, want: int, on_read: Callable[[], None] | None) -> _Read:
+        """Join the channel's next store read (one read at a time per channel).
 
-        A join storm (a contest page opened by hundreds at once) costs one store read per
-        channel per loop tick instead of one per subscriber. Joining an already started
-        read would be wrong: events between its reply and the join would be missed.
+        A join storm (a contest page opened by thousands at once) costs one store read per
+        channel at a time instead of one per subscriber. Joining a read already sent would
+        be wrong: events between its reply and the join would be missed; so joiners wait
+        for the next one, which starts when the current one is answered.
         """
-        key = (channel, want)
-        batch = self._batches.get(key)
-        if batch is None:
-            batch = self._batches[key] = self._loop.create_future()
-            self._loop.call_soon(self._start_snapshot, key, batch)
-        return batch
+        read = self._reads.get(channel)
+        if read is None:
+            read = self._reads[channel] = _Read(self._loop.create_future(), want)
+            if channel not in self._reading:
+                self._loop.call_soon(self._start_read, channel)
+        read.want = max(read.want, want)
+        if on_read is not None:
+            read.starters.append(on_read)
+        return read
 
-    def _start_snapshot(self, key: tuple[str, int], batch: asyncio.Future[Snapshot]) -> None:
-        if self._batches.get(key) is batch:
-            del self._batches[key]  # later joiners start a new read
+    def _start_read(self, channel: str) -> None:
+        read = self._reads.pop(channel, None)
+        if read is None or channel in self._reading:
+            if read is not None:
+                self._reads[channel] = read
+            return
+        self._reading.add(channel)
+        track = self._tracks.get(channel)
+        read.seen = (track.epoch, track.offset) if track is not None else (None, 0)
+        for started in read.starters:
+            started()
 
-        async def read() -> None:
+        async def run() -> None:
             try:
-                batch.set_result(await self.broker.snapshot(*key))
+                read.future.set_result(await self.broker.snapshot(channel, read.want))
             except Exception as exc:
-                batch.set_exception(exc)
-                batch.exception()
+                read.future.set_exception(exc)
+                read.future.exception()
+            finally:
+                self._reading.discard(channel)
+                if channel in self._reads:
+                    self._start_read(channel)
 
-        self._spawn(read())
+        self._spawn(run())
 
     def _subscribed_reply(
         self, channel: str, snap: Snapshot, since: Since | None
@@ -192,6 +274,8 @@ class Node:
                 channel, snap.epoch, snap.offset, snap.state, None, False
             ), snap.offset
         missed = recover(snap, since)
+        if missed is not None and sum(len(e.json) for e in missed) > self._missed_budget:
+            missed = None  # a reply that size would be most of a send buffer: resync instead
         if missed is None:
             return messages.subscribed(
                 channel, snap.epoch, snap.offset, snap.state, (), False
@@ -216,11 +300,17 @@ class Node:
         if track is None or self.hub.has_subscribers(channel):
             return
         del self._tracks[channel]
+        self._wake(track)
         self._spawn(self.broker.unsubscribe(channel))
 
     def _update_gauges(self) -> None:
         self.metrics.subscriptions.set(self.hub.subscription_count)
         self.metrics.channels.set(self.hub.channel_count)
+
+    @property
+    def tracked_channels(self) -> int:
+        """Channels this node receives (with subscribers, or in their grace period)."""
+        return len(self._tracks)
 
     # -- events from the broker -----------------------------------------------------
 
@@ -238,21 +328,53 @@ class Node:
     def _accept(self, channel: str, track: _Track, event: Event) -> None:
         if track.epoch is None:
             track.epoch, track.offset = event.epoch, event.offset - 1
+        if track.offset == 0 and event.epoch != track.epoch and event.offset == 1:
+            self._epoch_started(channel, track, event.epoch)
         if event.epoch != track.epoch or event.offset > track.offset + 1:
             # a gap or a lost store: hold this event and recover before going on
-            track.busy = True
             track.queue.appendleft(event)
-            self._spawn(self._recover(channel, track))
+            self._start_recover(channel, track)
             return
         if event.offset <= track.offset:
-            return  # already delivered (e.g. filled from history)
+            # a transport re-send (a publisher's retry), or the store came back older under
+            # the same epoch and reuses offsets: only the store can tell
+            if not track.checking:
+                track.checking = True
+                self._spawn(self._check_rollback(channel, track))
+            return
         track.offset = event.offset
         self.hub.publish(event)
+
+    async def _check_rollback(self, channel: str, track: _Track) -> None:
+        try:
+            snap = await self.broker.snapshot(channel, 0)
+        except BrokerUnavailable:
+            return  # the next event or reconnect checks again
+        finally:
+            track.checking = False
+        if self._tracks.get(channel) is not track or track.busy:
+            return
+        if snap.epoch == track.epoch and snap.offset < track.offset:
+            self._start_recover(channel, track)
+
+    def _start_recover(self, channel: str, track: _Track) -> None:
+        if track.busy and track.epoch is not None:
+            return  # a recovery is already under way and re-reads the store
+        track.busy = True
+        self._spawn(self._recover(channel, track))
 
     def _drain(self, channel: str, track: _Track) -> None:
         track.busy = False
         while track.queue and not track.busy:
             self._accept(channel, track, track.queue.popleft())
+        if not track.busy:
+            self._wake(track)
+
+    @staticmethod
+    def _wake(track: _Track) -> None:
+        idle, track.idle = track.idle, None
+        if idle is not None and not idle.done():
+            idle.set_result(None)
 
     async def wait_healthy(self, within: float) -> bool:
         """Wait up to ``within`` seconds for the broker; return whether it is connected."""
@@ -273,40 +395,80 @@ class Node:
             # back after an outage: events published meanwhile never reached us
             for channel, track in self._tracks.items():
                 if not track.busy:
-                    track.busy = True
-                    self._spawn(self._recover(channel, track))
+                    self._start_recover(channel, track)
         self._was_healthy = healthy
 
-    async def _recover(self, channel: str, track: _Track) -> None:
-        """Bring a channel up to date from the store, then release queued events."""
+    async def _read_for_recovery(self, channel: str, track: _Track) -> Snapshot | None:
+        """Read offsets first and history only where the channel moved; None: released."""
         delay = 0.2
         while True:
             if self._tracks.get(channel) is not track:
-                return
+                return None
             try:
-                snap = await self.broker.snapshot(channel, self.settings.history_size)
-                break
+                async with self._recover_slots:
+                    snap = await self.broker.snapshot(channel, 0)
+                    if snap.offset > track.offset and (
+                        snap.epoch == track.epoch or track.offset == 0
+                    ):
+                        snap = await self.broker.snapshot(channel, self.settings.history_size)
+                    return snap
             except BrokerUnavailable as exc:
                 logger.warning("cannot read history of %s yet: %s", channel, exc)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
-        if snap.epoch == track.epoch:
-            newer = [e for e in snap.history if e.offset > track.offset]
-            complete = (
-                (newer[0].offset == track.offset + 1) if newer else (snap.offset <= track.offset)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+    async def _recover(self, channel: str, track: _Track) -> None:
+        """Bring a channel up to date from the store, then release queued events."""
+        snap = await self._read_for_recovery(channel, track)
+        if snap is None:
+            self._wake(track)
+            return
+        if snap.epoch == track.epoch and snap.offset < track.offset:
+            # the store came back older under the same epoch (an old RDB/AOF, a lagging
+            # replica promoted): its offsets will be reused, so it gets a new epoch
+            logger.warning(
+                "channel %s: the store went back from offset %d to %d; new epoch",
+                channel,
+                track.offset,
+                snap.offset,
             )
-            if not complete:
-                self._resync(channel, track, snap)
-            elif newer:
+            self.metrics.store_rollbacks.inc()
+            try:
+                snap = await self.broker.renew_epoch(channel, snap.epoch)
+            except BrokerUnavailable as exc:
+                logger.warning("cannot renew the epoch of %s yet: %s", channel, exc)
+                await asyncio.sleep(0.5)
+                self._spawn(self._recover(channel, track))
+                return
+            if self._tracks.get(channel) is not track:
+                self._wake(track)
+                return
+            self._resync(channel, track, snap)
+        elif snap.epoch == track.epoch or track.offset == 0:
+            newer = [e for e in snap.history if e.offset > track.offset]
+            if snap.offset == track.offset:
+                pass  # nothing missed (at offset 0 the epoch starts with the next event)
+            elif consecutive(newer, track.offset, snap.offset):
+                if snap.epoch != track.epoch:
+                    self._epoch_started(channel, track, snap.epoch)
                 self.metrics.gaps_filled.inc()
                 for event in newer:
                     track.offset = event.offset
                     self.hub.publish(event)
+            else:
+                self._resync(channel, track, snap)
         else:
             self._resync(channel, track, snap)
         # queued events from a lost epoch, or not newer than the store, are dropped by _accept
         track.queue = deque(e for e in track.queue if e.epoch == track.epoch)
         self._drain(channel, track)
+
+    def _epoch_started(self, channel: str, track: _Track, epoch: str) -> None:
+        """The channel's first event starts ``epoch``: subscribers still at offset 0 (their
+        reply said the empty epoch) learn it, so that they can recover with ``since`` later."""
+        track.epoch = epoch
+        message = messages.subscribed(channel, epoch, 0, None, (), True)
+        self.hub.epoch_started(channel, message)
 
     def _resync(self, channel: str, track: _Track, snap: Snapshot) -> None:
         logger.warning(
@@ -334,6 +496,20 @@ class Node:
             logger.error("node task failed", exc_info=task.exception())
 
 
+def consecutive(events: list[Event], after: int, last: int) -> bool:
+    """True when ``events`` are exactly the offsets ``after + 1 .. last``, in order.
+
+    History may have holes (a publisher that keeps no history for some events), so each
+    entry's own offset counts, never its position.
+    """
+    expected = after + 1
+    for event in events:
+        if event.offset != expected:
+            return False
+        expected += 1
+    return expected == last + 1
+
+
 def recover(snap: Snapshot, since: Since) -> list[Event] | None:
     """Return the events a client at ``since`` missed, or None when they are not all kept."""
     if since.offset == snap.offset and since.epoch == snap.epoch:
@@ -343,6 +519,6 @@ def recover(snap: Snapshot, since: Since) -> list[Event] | None:
     if since.offset > snap.offset:
         return None
     missed = [e for e in snap.history if e.offset > since.offset]
-    if len(missed) != snap.offset - since.offset:
+    if not consecutive(missed, since.offset, snap.offset):
         return None
     return missed

@@ -82,12 +82,20 @@ class TokenBucket:
         return False
 
 
+# channels a session remembers having held, so that re-subscribing one (a page's
+# StrictMode double mount, a reconnect) costs no churn token
+KNOWN_CHANNELS = 256
+
+
 class Session:
     """Protocol state of one connection (no I/O)."""
 
     __slots__ = (
         "_bucket",
+        "_churn",
         "_flood_strikes",
+        "_ip_churn",
+        "_known",
         "_settings",
         "_wall_clock",
         "channels",
@@ -100,23 +108,41 @@ class Session:
         settings: Settings,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
+        ip_churn: TokenBucket | None = None,
     ) -> None:
         self._settings = settings
         self._wall_clock = wall_clock
         self._bucket = TokenBucket(settings.rate_limit, settings.rate_burst, clock)
+        self._churn = TokenBucket(settings.channel_churn_rate, settings.channel_churn_burst, clock)
+        self._ip_churn = ip_churn  # shared by every connection of the client's IP
+        self._known: set[str] = set()
         self._flood_strikes = 0
         self.identity: Identity = ANONYMOUS
         self.channels: set[str] = set()
         self.expiry_notified = False
 
+    def _rate_limited(self) -> list[Action] | None:
+        if self._bucket.take():
+            self._flood_strikes = 0
+            return None
+        self._flood_strikes += 1
+        if self._flood_strikes >= self._settings.flood_close_after:
+            return [Close(CloseCode.POLICY_VIOLATION, "flooding")]
+        return [Reply(messages.error(ErrorCode.RATE_LIMITED, "too many commands"))]
+
+    def receive_binary(self) -> list[Action]:
+        """Handle one client binary frame: refused, but counted like any command."""
+        limited = self._rate_limited()
+        if limited is not None:
+            return limited
+        data = messages.error(ErrorCode.BAD_REQUEST, "send text frames")
+        return [Reply(data, ErrorCode.BAD_REQUEST)]
+
     def receive(self, text: str | bytes) -> list[Action]:
         """Handle one client text frame and return what to do about it."""
-        if not self._bucket.take():
-            self._flood_strikes += 1
-            if self._flood_strikes >= self._settings.flood_close_after:
-                return [Close(CloseCode.POLICY_VIOLATION, "flooding")]
-            return [Reply(messages.error(ErrorCode.RATE_LIMITED, "too many commands"))]
-        self._flood_strikes = 0
+        limited = self._rate_limited()
+        if limited is not None:
+            return limited
         try:
             command = messages.parse_command(text)
             return self._dispatch(command)
@@ -158,7 +184,7 @@ class Session:
         return dropped
 
     def _subscribe(self, channel: str, since: Since | None, cid: str | int | None) -> list[Action]:
-        check_channel(self._settings.namespaces, self.identity, channel)
+        self._check_access(channel)
         if channel in self.channels:
             raise ProtocolError(ErrorCode.BAD_REQUEST, "already subscribed", channel)
         if len(self.channels) >= self._settings.max_subscriptions:
@@ -167,8 +193,30 @@ class Session:
                 f"at most {self._settings.max_subscriptions} subscriptions per connection",
                 channel,
             )
+        if channel not in self._known:
+            if not self._churn.take() or (self._ip_churn is not None and not self._ip_churn.take()):
+                raise ProtocolError(
+                    ErrorCode.RATE_LIMITED, "too many new channels; slow down", channel
+                )
+            if len(self._known) < KNOWN_CHANNELS:
+                self._known.add(channel)
         self.channels.add(channel)
         return [Subscribe(channel, since, cid)]
+
+    def _check_access(self, channel: str) -> None:
+        """Check a new subscription; an expired token grants nothing, grace or not."""
+        identity = self.identity
+        if not is_expired(identity, self._wall_clock()):
+            check_channel(self._settings.namespaces, identity, channel)
+            return
+        try:
+            check_channel(self._settings.namespaces, ANONYMOUS, channel)
+        except ProtocolError as exc:
+            if exc.code in (ErrorCode.UNAUTHORIZED, ErrorCode.FORBIDDEN):
+                raise ProtocolError(
+                    ErrorCode.TOKEN_EXPIRED, "token has expired; send auth", channel
+                ) from None
+            raise
 
     def _unsubscribe(self, channel: str, cid: str | int | None) -> list[Action]:
         if channel not in self.channels:

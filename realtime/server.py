@@ -43,6 +43,12 @@ class Server:
         """Bind (unless sockets were given), start the broker in the background, serve."""
         metrics = Metrics()
         broker = create_broker(self.settings)
+        if hasattr(broker, "on_misconfigured"):  # the amqp broker reports setup mismatches
+
+            def misconfigured(reason: str) -> None:
+                metrics.misconfigured.labels(reason).inc()
+
+            broker.on_misconfigured = misconfigured
         node = Node(self.settings, broker, metrics)
         heartbeat = HeartbeatWheel(self.settings.heartbeat)
         self.ctx = ServerContext(

@@ -547,8 +547,12 @@
     var since = sub._sentSince;
     sub._sentSince = null;
     sub.status = "live";
-    var recovered = msg.recovered === true && (pending ? since !== null : true) && sub.epoch === String(msg.epoch);
+    // an unasked reply at offset 0 names the epoch the channel's first event starts (we
+    // subscribed before any event): nothing was missed, and `since` can recover from now on
+    var epochStarts = !pending && msg.offset === 0 && sub.offset === 0;
+    var recovered = msg.recovered === true && (pending ? since !== null : true) && (sub.epoch === String(msg.epoch) || epochStarts);
     if (recovered) {
+      sub.epoch = String(msg.epoch);
       var missed = Array.isArray(msg.missed) ? msg.missed : [];
       for (var i = 0; i < missed.length; i++) this._deliver(sub, missed[i]);
       if (typeof msg.offset === "number" && msg.offset > sub.offset) sub.offset = msg.offset;

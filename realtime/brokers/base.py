@@ -24,6 +24,11 @@ from typing import Protocol
 
 from realtime.envelope import Envelope, Event, Published
 
+# The epoch of a channel nobody has published on yet. Reading such a channel creates no
+# state (anonymous subscribes to made-up names must not grow the store); its first event
+# starts the real epoch, and a client at {EMPTY_EPOCH, 0} continues into it.
+EMPTY_EPOCH = "0"
+
 EventCallback = Callable[[Event], None]
 HealthCallback = Callable[[bool], None]
 
@@ -63,6 +68,17 @@ class Broker(Protocol):
 
     async def snapshot(self, channel: str, history: int) -> Snapshot:
         """Read offset, epoch, state and up to ``history`` newest events.
+
+        Raises:
+            BrokerUnavailable: the store cannot be reached.
+        """
+
+    async def renew_epoch(self, channel: str, epoch: str) -> Snapshot:
+        """Give the channel a new epoch if it is still ``epoch``; return it (no history).
+
+        The node calls this when the store went back to an older offset under the same
+        epoch (a restart from an old RDB/AOF, a lagging replica promoted): its offsets would
+        be reused, and every client would drop the new events as already seen.
 
         Raises:
             BrokerUnavailable: the store cannot be reached.

@@ -39,6 +39,10 @@ class MemoryBroker:
         """Read the channel from the in-process store."""
         return self._store.snapshot(channel, history)
 
+    async def renew_epoch(self, channel: str, epoch: str) -> Snapshot:
+        """Give the channel a new epoch if it still has ``epoch``."""
+        return self._store.renew_epoch(channel, epoch)
+
     async def close(self) -> None:
         """Nothing to release."""
         self._on_event = None

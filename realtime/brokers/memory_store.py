@@ -14,10 +14,11 @@ from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from realtime.brokers.base import Snapshot
+from realtime.brokers.base import EMPTY_EPOCH, Snapshot
 from realtime.envelope import Envelope, Event, Published, encode_event
 
 MAX_DEDUP_IDS = 100_000
+SWEEP_EVERY = 1024  # operations between sweeps for expired channels
 
 
 @dataclass(slots=True)
@@ -45,15 +46,40 @@ class MemoryStore:
         self._clock = clock
         self._channels: dict[str, _Channel] = {}
         self._dedup: OrderedDict[tuple[str, str], int] = OrderedDict()
+        self._ops = 0
 
-    def _channel(self, name: str) -> _Channel:
+    def _find(self, name: str) -> _Channel | None:
         ch = self._channels.get(name)
         now = self._clock()
-        if ch is not None and self._meta_ttl and now - ch.last_used > self._meta_ttl:
-            ch = None  # expired like Redis meta: a new epoch tells clients to resync
+        if ch is not None and self._expired(ch, now):
+            del self._channels[name]  # expired like Redis meta: a new epoch tells clients
+            ch = None
+        self._ops += 1
+        if self._ops >= SWEEP_EVERY:
+            self._ops = 0
+            self._sweep(now)
+        return ch
+
+    def _expired(self, ch: _Channel, now: float) -> bool:
+        return bool(self._meta_ttl) and now - ch.last_used > self._meta_ttl
+
+    def _sweep(self, now: float) -> None:
+        """Free channels idle for longer than ``meta_ttl`` (amortised over operations)."""
+        if not self._meta_ttl:
+            return
+        for name in [n for n, ch in self._channels.items() if self._expired(ch, now)]:
+            del self._channels[name]
+
+    @property
+    def channel_count(self) -> int:
+        """Channels with stored state (published on, not expired)."""
+        return len(self._channels)
+
+    def _channel(self, name: str) -> _Channel:
+        ch = self._find(name)
         if ch is None:
             ch = self._channels[name] = _Channel(epoch=secrets.token_hex(4))
-        ch.last_used = now
+        ch.last_used = self._clock()
         return ch
 
     def publish(self, envelope: Envelope) -> tuple[Published, Event | None]:
@@ -83,7 +109,10 @@ class MemoryStore:
 
     def snapshot(self, channel: str, history: int) -> Snapshot:
         """Return the channel's epoch, offset, state and up to ``history`` newest events."""
-        ch = self._channel(channel)
+        ch = self._find(channel)
+        if ch is None:
+            # nobody published here: reading creates nothing (see EMPTY_EPOCH)
+            return Snapshot(epoch=EMPTY_EPOCH, offset=0, state=None, history=[])
         horizon = self._clock() - self._history_ttl
         events: list[Event] = []
         if history > 0:
@@ -93,3 +122,11 @@ class MemoryStore:
                 events.append(event)
             events.reverse()
         return Snapshot(epoch=ch.epoch, offset=ch.offset, state=ch.state, history=events)
+
+    def renew_epoch(self, channel: str, epoch: str) -> Snapshot:
+        """Give the channel a new epoch if it still has ``epoch``; return the result."""
+        ch = self._find(channel)
+        if ch is not None and ch.epoch == epoch:
+            ch.epoch = secrets.token_hex(4)
+            ch.history.clear()  # numbered in the old epoch
+        return self.snapshot(channel, 0)

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import hashlib
 import itertools
 import logging
 import os
@@ -39,7 +41,7 @@ from realtime.brokers.link import LinkHealth, backoff_delays
 from realtime.brokers.memory_store import MemoryStore
 from realtime.brokers.redis import RedisStore, store_client
 from realtime.config import Settings
-from realtime.envelope import Envelope, Published
+from realtime.envelope import Envelope, Event, Published
 from realtime.errors import BrokerUnavailable
 
 logger = logging.getLogger(__name__)
@@ -246,6 +248,10 @@ class RabbitMQBroker:
         self._malformed_logged = 0.0
         self._store_error: str | None = None  # set while the Redis store does not answer
         self._store_watch: asyncio.Task[None] | None = None
+        self._mismatch: str | None = None  # a setup mismatch seen in the traffic
+        self._raw_tasks: set[asyncio.Task[Published]] = set()
+        # set by the server: counts setup mismatches in realtime_misconfigured_total
+        self.on_misconfigured: Callable[[str], None] | None = None
 
     # -- state ----------------------------------------------------------------------
 
@@ -256,8 +262,11 @@ class RabbitMQBroker:
 
     @property
     def status(self) -> str:
-        """ "connected" or why not."""
-        return self._store_error or self._health.status
+        """ "connected" or why not, with any setup mismatch seen in the traffic."""
+        status = self._store_error or self._health.status
+        if self._mismatch is not None:
+            status += f" (warning: {self._mismatch})"
+        return status
 
     @property
     def reconnects(self) -> int:
@@ -384,8 +393,7 @@ class RabbitMQBroker:
             event = message.event
         else:
             if self._local is None:
-                # numbering it here would number it once per node: publishers must use Redis
-                self._malformed(routing, "raw envelope but nodes number events in Redis")
+                self._number_raw(routing, message.envelope, body)
                 return
             published, new = self._local.publish(message.envelope)
             echo = self._echoes.pop(properties.correlation_id or "", None)
@@ -396,6 +404,39 @@ class RabbitMQBroker:
             event = new
         if event.channel in self._channels and self._on_event is not None:
             self._on_event(event)
+
+    def _number_raw(self, routing: str, envelope: Envelope, body: bytes) -> None:
+        """Number a raw envelope in the shared Redis store, once for all nodes.
+
+        A raw envelope here means a publisher that does not know the Redis store (a Django
+        site without ``REDIS_URL``). Dropping it would lose every event silently; instead
+        every node that receives it runs the publish script with the same de-duplication id
+        (the envelope's, or a digest of the body), and the one that numbers it sends the
+        numbered event to every node. The mismatch is still loud: a metric, /healthz and a
+        warning line, because ordering across publishers is only as good as the arrival
+        order at the first node.
+        """
+        self._mismatch = (
+            "raw AMQP envelopes arrive while nodes number events in Redis: give the publisher "
+            "the same REDIS_URL"
+        )
+        self._metrics_misconfigured()
+        self._malformed(routing, self._mismatch)
+        if envelope.id is None:
+            digest = hashlib.sha256(body).hexdigest()[:32]
+            envelope = dataclasses.replace(envelope, id=f"raw-{digest}")
+        task = asyncio.get_running_loop().create_task(self._publish_numbered(envelope))
+        self._raw_tasks.add(task)
+        task.add_done_callback(self._raw_done)
+
+    def _raw_done(self, task: asyncio.Task[Published]) -> None:
+        self._raw_tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.warning("could not number a raw envelope: %s", task.exception())
+
+    def _metrics_misconfigured(self) -> None:
+        if self.on_misconfigured is not None:
+            self.on_misconfigured("raw_envelope_with_redis_store")
 
     def _malformed(self, routing: str, why: str) -> None:
         now = time.monotonic()
@@ -464,13 +505,25 @@ class RabbitMQBroker:
         async with self._order:
             published, event = await self._store.publish(envelope)
             if event is None:
-                return published  # a duplicate id: stored and sent before
+                # a duplicate id: stored before, but maybe never sent (the send failed and
+                # the publisher retried). Send the stored event again; every node drops a
+                # copy it already has by its offset.
+                event = await self._stored_event(published)
+                if event is None:
+                    return published  # out of history: a later event reveals the gap
             body = amqp_layout.encode_numbered(
                 published.epoch, published.offset, event.json, int(time.time() * 1000)
             )
             confirm = self._send(envelope.channel, body, None)
         await self._confirmed(confirm)
         return published
+
+    async def _stored_event(self, published: Published) -> Event | None:
+        assert self._store is not None
+        snap = await self._store.snapshot(published.channel, self._history[0])
+        if snap.epoch != published.epoch:
+            return None
+        return next((e for e in snap.history if e.offset == published.offset), None)
 
     async def _publish_raw(self, envelope: Envelope) -> Published:
         # this node numbers its own message when it comes back through its queue, in the
@@ -514,6 +567,13 @@ class RabbitMQBroker:
             return await self._store.snapshot(channel, history)
         assert self._local is not None
         return self._local.snapshot(channel, history)
+
+    async def renew_epoch(self, channel: str, epoch: str) -> Snapshot:
+        """Give the channel a new epoch if it still has ``epoch``."""
+        if self._store is not None:
+            return await self._store.renew_epoch(channel, epoch)
+        assert self._local is not None
+        return self._local.renew_epoch(channel, epoch)
 
     async def close(self) -> None:
         """Stop the connection task, close the link and the Redis client."""

@@ -64,6 +64,7 @@ class RedisStore:
         self._publish_to_pubsub = publish_to_pubsub
         self._publish_script = client.register_script(redis_layout.PUBLISH_SCRIPT)
         self._snapshot_script = client.register_script(redis_layout.SNAPSHOT_SCRIPT)
+        self._renew_script = client.register_script(redis_layout.RENEW_EPOCH_SCRIPT)
 
     async def publish(self, envelope: Envelope) -> tuple[Published, Event | None]:
         """Run the publish script; return where it landed and the event (None if duplicate)."""
@@ -101,17 +102,29 @@ class RedisStore:
         epoch = reply[0].decode()
         offset = int(reply[1])
         state = bytes(reply[2]) if reply[2] else None
-        items = reply[3:]
         horizon_ms = (time.time() - self._history_ttl) * 1000
-        first = offset - len(items) + 1  # history entries are consecutive, ending at offset
         events: list[Event] = []
-        for i, item in enumerate(items):
+        for item in reply[3:]:
             stamp, _, data = bytes(item).partition(b" ")
             if float(stamp) < horizon_ms:
                 events.clear()  # older than the TTL: only a suffix of history is usable
                 continue
-            events.append(Event(channel, epoch, first + i, data))
+            event_offset = redis_layout.event_offset(data)
+            if event_offset is None:
+                events.clear()  # not an event we can place: what follows stands alone
+                continue
+            events.append(Event(channel, epoch, event_offset, data))
         return Snapshot(epoch=epoch, offset=offset, state=state, history=events)
+
+    async def renew_epoch(self, channel: str, epoch: str) -> Snapshot:
+        """Give the channel a new epoch if it still has ``epoch`` (see RENEW_EPOCH_SCRIPT)."""
+        keys = list(redis_layout.channel_keys(self._prefix, channel))
+        try:
+            reply = await self._renew_script(keys=keys, args=[epoch, redis_layout.new_epoch()])
+        except (RedisError, OSError) as exc:
+            raise BrokerUnavailable(f"redis: {exc}") from exc
+        state = bytes(reply[2]) if reply[2] else None
+        return Snapshot(epoch=reply[0].decode(), offset=int(reply[1]), state=state, history=[])
 
 
 def _command(*args: str | bytes) -> bytes:
@@ -338,6 +351,10 @@ class RedisBroker:
     async def snapshot(self, channel: str, history: int) -> Snapshot:
         """Read the channel's store."""
         return await self._store.snapshot(channel, history)
+
+    async def renew_epoch(self, channel: str, epoch: str) -> Snapshot:
+        """Give the channel a new epoch if it still has ``epoch``."""
+        return await self._store.renew_epoch(channel, epoch)
 
     async def close(self) -> None:
         """Stop the listener and close connections."""

@@ -89,17 +89,15 @@ end
 return {epoch, offset, 0, event}
 """
 
-# KEYS: 1 meta, 2 hist, 3 state. ARGV: 1 history count, 2 epoch candidate, 3 meta ttl s.
+# KEYS: 1 meta, 2 hist, 3 state. ARGV: 1 history count, 2 and 3 unused (kept for callers).
 # Returns {epoch, offset, state or false, history...}, read in one step so that offset, state
-# and history agree. A channel without an epoch gets one here, so that a subscriber's position
-# {epoch, 0} stays valid when the first event is published later.
+# and history agree. A channel nobody published on has no meta: the reply is the empty epoch
+# "0" at offset 0 and nothing is written (a subscribe to a made-up name leaves no key); its
+# first event starts the real epoch, and a client at {"0", 0} continues into it.
 SNAPSHOT_SCRIPT = """
 local epoch = redis.call("HGET", KEYS[1], "epoch")
 if not epoch then
-  epoch = ARGV[2]
-  redis.call("HSET", KEYS[1], "epoch", epoch)
-  local meta_ttl = tonumber(ARGV[3])
-  if meta_ttl > 0 then redis.call("EXPIRE", KEYS[1], meta_ttl) end
+  return {"0", 0, false}
 end
 local offset = tonumber(redis.call("HGET", KEYS[1], "offset") or "0")
 local state = redis.call("GET", KEYS[3])
@@ -111,6 +109,41 @@ if want > 0 then
 end
 return result
 """
+
+# KEYS: 1 meta, 2 hist, 3 state. ARGV: 1 the epoch the node saw go back, 2 the new epoch.
+# A store that came back older under the same epoch would reuse offsets that clients have
+# already seen; the first node to notice gives the channel a new epoch (compare-and-set, so
+# concurrent nodes agree) and drops the history numbered in the old one. Returns
+# {epoch, offset, state or false}.
+RENEW_EPOCH_SCRIPT = """
+local epoch = redis.call("HGET", KEYS[1], "epoch")
+if epoch and epoch == ARGV[1] then
+  redis.call("HSET", KEYS[1], "epoch", ARGV[2])
+  redis.call("DEL", KEYS[2])
+  epoch = ARGV[2]
+end
+if not epoch then
+  return {"0", 0, false}
+end
+local offset = tonumber(redis.call("HGET", KEYS[1], "offset") or "0")
+return {epoch, offset, redis.call("GET", KEYS[3]) or false}
+"""
+
+
+def event_offset(event_json: bytes) -> int | None:
+    """Read the offset an event's JSON carries (``{"op":"event","channel":..,"offset":N,``).
+
+    History entries are labelled by their own offset, never by their position: a publisher
+    that keeps no history for some events leaves holes.
+    """
+    at = event_json.find(b'"offset":')
+    if at < 0:
+        return None
+    start = at + 9
+    end = start
+    while end < len(event_json) and 48 <= event_json[end] <= 57:
+        end += 1
+    return int(event_json[start:end]) if end > start else None
 
 
 def publish_args(

@@ -46,6 +46,10 @@ class Tracker:
                     self._event(event)
             elif asked and self.epoch is not None and "missed" in msg:
                 self.resyncs += 1  # asked to recover, could not: a resync from state
+            elif not asked and msg.get("recovered") and msg["offset"] == 0:
+                # the epoch the channel's first event starts: nothing missed
+                if self.offset != 0:
+                    self.violations.append(f"epoch notice at offset {self.offset}")
             elif not asked:
                 self.resyncs += 1
             self.epoch, self.offset = msg["epoch"], msg["offset"]

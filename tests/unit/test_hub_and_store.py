@@ -29,6 +29,9 @@ class Recorder:
     def push_resync(self, channel: str, offset: int, frame: bytes) -> None:
         self.frames.append((channel, offset, frame, False))
 
+    def push_epoch(self, channel: str, frame: bytes) -> None:
+        self.frames.append((channel, 0, frame, False))
+
 
 class Timers:
     """A manual clock and scheduler."""
