@@ -8,7 +8,9 @@ event: ``{"channel", "epoch", "offset", "type", "data", "state"}``. A store that
 an older snapshot under the same epoch is written either as a marker
 ``{"channel", "epoch", "rollback_to": n}`` or simply by the reuse of an offset: either starts a
 new *generation* of that epoch (offsets above the rollback point are lost). A store loss is a
-new epoch and needs no marker.
+new epoch and needs no marker. A store renumbered into a new epoch at the same offset (what
+the node asks for when it notices a rollback) is ``{"channel", "epoch": new, "renewed_from":
+old, "offset": n}``.
 
 ``histories``: per client id, what it saw, in arrival order, all channels mixed:
 
@@ -92,6 +94,7 @@ class _Log:
     generations: dict[tuple[str, str], list[dict[int, Record]]] = field(default_factory=dict)
     final: dict[str, tuple[str, int]] = field(default_factory=dict)
     final_record: dict[str, Record | None] = field(default_factory=dict)
+    epochs: dict[tuple[str, int], list[str]] = field(default_factory=dict)
 
     @classmethod
     def build(cls, published: Iterable[Record]) -> _Log:
@@ -100,6 +103,14 @@ class _Log:
             channel, epoch = rec["channel"], rec["epoch"]
             gens = log.generations.setdefault((channel, epoch), [{}])
             current = gens[-1]
+            if "renewed_from" in rec:
+                # the same store, renumbered into a new epoch (after a rollback was noticed)
+                point = int(rec["offset"])
+                old = log.generations.get((channel, rec["renewed_from"]), [{}])[-1]
+                gens[-1] = {o: r for o, r in old.items() if o <= point}
+                log.final[channel] = (epoch, point)
+                log.final_record[channel] = gens[-1].get(point)
+                continue
             if "rollback_to" in rec:
                 point = int(rec["rollback_to"])
                 gens.append({o: r for o, r in current.items() if o <= point})
@@ -114,6 +125,7 @@ class _Log:
                 gens.append(current)
             current[offset] = rec
             log.versions.setdefault((channel, epoch, offset), []).append(rec)
+            log.epochs.setdefault((channel, offset), []).append(epoch)
             log.final[channel] = (epoch, offset)
             log.final_record[channel] = rec
         return log
@@ -163,7 +175,9 @@ class _Checker:
         private: Callable[[str], bool],
         coalesced: Callable[[str], bool],
         allow_unlogged: bool,
+        empty_epoch: str | None,
     ) -> None:
+        self.empty_epoch = empty_epoch
         self.log = log
         self.rights = rights
         self.private = private
@@ -338,6 +352,12 @@ class _Checker:
 
     def event(self, channel: str, ch: _Chan, rec: Record, index: int) -> None:
         offset = int(rec["offset"])
+        if ch.epoch == self.empty_epoch and ch.last == 0:
+            # a channel nobody had published on: its first epoch continues it unannounced
+            for epoch in self.log.epochs.get((channel, offset), ()):
+                if self.log.matches(channel, epoch, offset, rec):
+                    ch.epoch = epoch
+                    break
         if not ch.live:
             self.fail(channel, 3, index, f"event {offset} outside a subscription")
         if not self.allowed(channel, index):
@@ -369,13 +389,19 @@ def check(
     coalesced: Callable[[str], bool] = IS_COALESCED,
     settled: bool = True,
     allow_unlogged: bool = False,
+    empty_epoch: str | None = "0",
 ) -> list[Violation]:
     """Check every client's history; an empty list means the guarantee held.
 
     ``settled``: the run ended in quiescence, so rule 6 applies. ``allow_unlogged``: events
     missing from the log are not violations (a live run whose publish replies were lost).
+    ``empty_epoch``: the epoch a store reports for a channel nobody published on
+    (``realtime.brokers.base.EMPTY_EPOCH``); a client at offset 0 of it continues into the
+    channel's first real epoch without a resync.
     """
-    checker = _Checker(_Log.build(published), rights, private, coalesced, allow_unlogged)
+    checker = _Checker(
+        _Log.build(published), rights, private, coalesced, allow_unlogged, empty_epoch
+    )
     for client in sorted(histories):
         checker.run(client, histories[client], settled)
     return checker.out

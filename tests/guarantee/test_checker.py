@@ -267,3 +267,30 @@ def test_every_single_drop_is_caught_unless_a_resync_covers_it() -> None:
             continue
         broken = {"c1": hist["c1"][:i] + hist["c1"][i + 1 :]}
         assert check(log, broken, {"c1": {P}}), f"dropping #{i} went unnoticed"
+
+
+def test_renewed_epoch_after_a_noticed_rollback() -> None:
+    # rollback to 2, the node asks for a new epoch B at 2, then 3 and 4 are numbered in B
+    log = [ev(C, "A", o, state=o == 1) for o in range(1, 5)]
+    log.append({"channel": C, "epoch": "A", "rollback_to": 2})
+    log.append({"channel": C, "epoch": "B", "renewed_from": "A", "offset": 2})
+    log += [ev(C, "B", 3), ev(C, "B", 4)]
+    good = [
+        subscribed(C, "A", 0, None),
+        *(seen(r) for r in log[:4]),
+        subscribed(C, "B", 2, False, state=1, asked=False),
+        seen(log[6]),
+        seen(log[7]),
+    ]
+    assert check(log, {"c": good}) == []
+    stale_state = [*good[:5], subscribed(C, "B", 2, False, state=None, asked=False), *good[6:]]
+    assert {v.rule for v in check(log, {"c": stale_state})} == {5}
+
+
+def test_empty_epoch_continues_into_the_first_real_one() -> None:
+    log = [ev(C, "A", 1), ev(C, "A", 2)]
+    ok = [subscribed(C, "0", 0, None), seen(log[0]), seen(log[1])]
+    assert check(log, {"c": ok}) == []
+    # but only from offset 0 of the empty epoch, and only with the logged data
+    wrong = [subscribed(C, "0", 0, None), dict(seen(log[0]), data="other"), seen(log[1])]
+    assert 3 in {v.rule for v in check(log, {"c": wrong})}

@@ -399,7 +399,9 @@ class SimClient:
             if pending is None:
                 self._on_dropped(msg)
         elif op == "error":
-            self._record({"kind": "error", "channel": msg.get("channel"), "code": msg.get("code")}, True)
+            self._record(
+                {"kind": "error", "channel": msg.get("channel"), "code": msg.get("code")}, True
+            )
             self._on_error(msg, pending)
 
     def _on_subscribed(self, msg: dict[str, Any], pending: tuple[str, Any] | None) -> None:

@@ -21,7 +21,7 @@ from typing import Any
 
 import orjson
 
-from realtime.brokers.base import EventCallback, HealthCallback, Snapshot
+from realtime.brokers.base import EMPTY_EPOCH, EventCallback, HealthCallback, Snapshot
 from realtime.envelope import Envelope, Event, Published, encode_event
 from realtime.errors import BrokerUnavailable
 from tests.sim.loop import SimLoop
@@ -92,10 +92,23 @@ class SimStore:
         return Published(envelope.channel, ch.epoch, ch.offset), event
 
     def snapshot(self, channel: str, history: int) -> Snapshot:
-        """Read a channel at this instant (a channel nobody published on reads as offset 0)."""
-        ch = self._channel(channel)
+        """Read a channel at this instant (one nobody published on: the empty epoch, 0)."""
+        ch = self._channels.get(channel)
+        if ch is None:
+            return Snapshot(EMPTY_EPOCH, 0, None, [])
         events = list(ch.history)[-history:] if history > 0 else []
         return Snapshot(ch.epoch, ch.offset, ch.state, events)
+
+    def renew_epoch(self, channel: str, epoch: str) -> Snapshot:
+        """Give the channel a new epoch if it still has ``epoch`` (the node saw a rollback)."""
+        ch = self._channels.get(channel)
+        if ch is not None and ch.epoch == epoch:
+            old, ch.epoch = ch.epoch, self._new_epoch()
+            ch.history.clear()  # numbered in the old epoch
+            self.log.append(
+                {"channel": channel, "epoch": ch.epoch, "renewed_from": old, "offset": ch.offset}
+            )
+        return self.snapshot(channel, 0)
 
     def lose(self, channel: str) -> None:
         """Forget the channel (Redis restarted without persistence, keys evicted)."""
@@ -148,6 +161,7 @@ class SimBroker:
         self._live: set[str] = set()  # what the pub/sub connection receives
         self._last_delivery = 0.0
         self.reads: list[tuple[str, int]] = []  # every snapshot call: (channel, history)
+        self.renewals: list[tuple[str, str]] = []
         bus.links.append(self)
 
     # -- the Broker interface ---------------------------------------------------------
@@ -192,6 +206,13 @@ class SimBroker:
         snap = self._store.snapshot(channel, history)
         await asyncio.sleep(after)
         return snap
+
+    async def renew_epoch(self, channel: str, epoch: str) -> Snapshot:
+        self.renewals.append((channel, epoch))
+        await asyncio.sleep(self._rng.uniform(0, self.faults.read_delay))
+        if not self._store.reachable:
+            raise BrokerUnavailable("store unreachable")
+        return self._store.renew_epoch(channel, epoch)
 
     async def close(self) -> None:
         self._up = False
