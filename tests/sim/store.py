@@ -21,10 +21,15 @@ from typing import Any
 
 import orjson
 
-from realtime.brokers.base import EMPTY_EPOCH, EventCallback, HealthCallback, Snapshot
+from realtime.brokers import base
+from realtime.brokers.base import EventCallback, HealthCallback, Snapshot
 from realtime.envelope import Envelope, Event, Published, encode_event
 from realtime.errors import BrokerUnavailable
 from tests.sim.loop import SimLoop
+
+# the epoch of a channel nobody published on (None: a server from before issue 13, whose
+# stores create the channel when it is first read)
+EMPTY_EPOCH: str | None = getattr(base, "EMPTY_EPOCH", None)
 
 
 @dataclass(slots=True)
@@ -95,7 +100,9 @@ class SimStore:
         """Read a channel at this instant (one nobody published on: the empty epoch, 0)."""
         ch = self._channels.get(channel)
         if ch is None:
-            return Snapshot(EMPTY_EPOCH, 0, None, [])
+            if EMPTY_EPOCH is not None:
+                return Snapshot(EMPTY_EPOCH, 0, None, [])
+            ch = self._channel(channel)
         events = list(ch.history)[-history:] if history > 0 else []
         return Snapshot(ch.epoch, ch.offset, ch.state, events)
 
