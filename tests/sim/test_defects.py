@@ -7,6 +7,8 @@ its docstring. A failure prints the checker's report and the run's trace.
 
 from __future__ import annotations
 
+import pytest
+
 from tests.guarantee.checker import format_violations
 from tests.sim.world import Config, Op, Result, run_scenario
 
@@ -55,8 +57,9 @@ def test_defect_04_resync_reaches_a_subscriber_whose_reply_is_in_flight() -> Non
 
 
 def test_defect_05_store_rollback_under_the_same_epoch_is_noticed() -> None:
-    """The store comes back older under the same epoch and numbers new events with reused
-    offsets: the node must resync its subscribers (today: dropped as already delivered)."""
+    """The store restarts from an older snapshot under the same epoch and numbers new events
+    with reused offsets: the node must resync its subscribers (today: they are dropped as
+    already delivered)."""
     ops = [
         Op(0.1, "subscribe", ("c0", "contest:a")),
         Op(0.5, "store_save", ("contest:a",)),
@@ -64,6 +67,26 @@ def test_defect_05_store_rollback_under_the_same_epoch_is_noticed() -> None:
         Op(2.0, "rollback", ("contest:a",)),
         *burst(3.0, "contest:a", 2),
     ]
+    result = run_scenario(ONE, ops)
+    assert not result.failed, explain(result)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="found by the simulation (seed 9 before the outage model): a rollback that no link "
+    "notices, followed by as many new events as were lost, reuses offsets the node drops as "
+    "duplicates; open question for the lead",
+)
+def test_defect_05_rollback_without_an_outage_is_noticed() -> None:
+    """The store goes back one event under the same epoch with every connection up (a read
+    replica that lags), and one new event reuses the lost offset: the node sees only an
+    offset it already delivered (a duplicate, as far as it can tell)."""
+    ops = [
+        Op(0.1, "subscribe", ("c0", "contest:a")),
+        Op(0.5, "store_save", ("contest:a",)),
+        Op(1.0, "publish", (0, "contest:a", False)),
+        Op(2.0, "rollback_live", ("contest:a",)),
+    ]  # the final publish reuses offset 1
     result = run_scenario(ONE, ops)
     assert not result.failed, explain(result)
 

@@ -433,6 +433,16 @@ class World:
         elif kind == "store_save":
             self.store.save(args[0])
         elif kind == "rollback":
+            # the store restarts from an older snapshot: every link and read fails meanwhile
+            down = self.rng.uniform(0.05, 0.5)
+            self.store.reachable = False
+            for broker in self.brokers:
+                broker.drop()
+                self.loop.call_later(down, broker.connect)
+            self.store.rollback(args[0])
+            self.loop.call_later(down, setattr, self.store, "reachable", True)
+        elif kind == "rollback_live":
+            # a rollback nobody's connection notices (reads from a lagging replica)
             self.store.rollback(args[0])
         elif kind == "store_outage":
             self.store.reachable = False
