@@ -232,3 +232,17 @@ def test_defect_16_reconnect_reads_history_only_where_offsets_moved() -> None:
     after = reads[len(channels) :]
     full = [(channel, n) for channel, n in after if n > 0]
     assert not full, f"history re-read after the reconnect with nothing published: {full}"
+
+
+def test_found_first_event_queued_during_a_recovery_from_the_empty_epoch() -> None:
+    """Found by the simulation (seed 704) on the issue-13 fixes: a channel nobody published on
+    (empty epoch) is recovering after a link reconnect when its first event arrives; the
+    recovery's read still saw the empty epoch, and the queued first event was dropped as
+    "from a lost epoch". The subscriber stays at 0 although the store is at 1."""
+    ops = [
+        Op(0.1, "subscribe", ("c0", "contest:a")),
+        Op(11.0, "read_time", (0, 0.3, 0.5)),  # the reconnect's read: taken 12.3, back 12.8
+        Op(11.9, "link_drop", (0, 0.1)),
+    ]  # the final publish at 12.61 arrives while the recovery is under way
+    result = run_scenario(ONE, ops)
+    assert not result.failed, explain(result)
