@@ -447,12 +447,15 @@ class SimClient:
         since = sub.sent_since
         sub.sent_since = None
         sub.status = "live"
+        # an unasked reply at offset 0 names the epoch the channel's first event starts
+        epoch_starts = pending is None and msg["offset"] == 0 and sub.offset == 0
         recovered = (
             msg["recovered"] is True
             and (since is not None if pending is not None else True)
-            and sub.epoch == msg["epoch"]
+            and (sub.epoch == msg["epoch"] or epoch_starts)
         )
         if recovered:
+            sub.epoch = msg["epoch"]
             for event in msg.get("missed") or ():
                 self._deliver(sub, event)
             if msg["offset"] > sub.offset:
