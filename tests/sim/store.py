@@ -51,7 +51,7 @@ class SimStore:
         self.history_size = history_size
         self._channels: dict[str, _Channel] = {}
         self._epochs = 0
-        self._saved: dict[str, _Channel] = {}
+        self._saved: dict[str, _Channel | None] = {}
         self.log: list[dict[str, Any]] = []
         self.reachable = True
 
@@ -124,13 +124,25 @@ class SimStore:
 
     def save(self, channel: str) -> None:
         """Remember the channel as it is now (an RDB snapshot, a lagging replica)."""
-        self._saved[channel] = self._channel(channel).copy()
+        ch = self._channels.get(channel)
+        self._saved[channel] = ch.copy() if ch is not None else None
 
     def rollback(self, channel: str) -> bool:
-        """Go back to the saved copy under the same epoch; False when there is none to use."""
-        saved = self._saved.get(channel)
+        """Go back to the saved copy; False when there is none to use.
+
+        A copy from before the channel existed loses it (a new epoch follows); one from
+        another epoch is of no use.
+        """
+        if channel not in self._saved:
+            return False
+        saved = self._saved[channel]
         current = self._channels.get(channel)
-        if saved is None or current is None or saved.epoch != current.epoch:
+        if saved is None:
+            if current is None:
+                return False
+            self.lose(channel)
+            return True
+        if current is None or saved.epoch != current.epoch:
             return False
         if saved.offset == current.offset:
             return False

@@ -246,3 +246,24 @@ def test_found_first_event_queued_during_a_recovery_from_the_empty_epoch() -> No
     ]  # the final publish at 12.61 arrives while the recovery is under way
     result = run_scenario(ONE, ops)
     assert not result.failed, explain(result)
+
+
+def test_found_stale_reply_after_a_store_restart_without_persistence() -> None:
+    """Found by the simulation (seed 3999, here in its realistic form) on the issue-13 fixes:
+    Redis restarts without persistence while a subscribe's store read (taken before, at 3)
+    is still on its way. The reconnect's recovery reads the empty epoch and resyncs to it;
+    the late reply from the old epoch then passes the node's check ("nothing delivered yet:
+    any epoch continues") and puts the subscriber at 3 of a dead epoch."""
+    config = Config(nodes=1, clients=2, token_life=(0.0, 0.0))
+    ops = [
+        Op(0.1, "subscribe", ("c0", "contest:a")),
+        *burst(0.5, "contest:a", 3),
+        Op(1.0, "read_time", (0, 0.0, 1.0)),  # c1's read: taken at once, answered at 2.01
+        Op(1.01, "subscribe", ("c1", "contest:a")),
+        Op(1.05, "read_time", (0, None, None)),
+        Op(1.1, "store_loss", ("contest:a",)),  # the restart: keys gone, links drop
+        Op(1.1, "link_drop", (0, 0.1)),
+        Op(3.0, "publish", (0, "contest:a", False)),
+    ]
+    result = run_scenario(config, ops)
+    assert not result.failed, explain(result)
