@@ -62,9 +62,10 @@ def test_defect_05_store_rollback_under_the_same_epoch_is_noticed() -> None:
     already delivered)."""
     ops = [
         Op(0.1, "subscribe", ("c0", "contest:a")),
-        Op(0.5, "store_save", ("contest:a",)),
+        Op(0.3, "publish", (0, "contest:a", False)),
+        Op(0.5, "store_save", ("contest:a",)),  # at 1
         *burst(1.0, "contest:a", 3),
-        Op(2.0, "rollback", ("contest:a",)),
+        Op(2.0, "rollback", ("contest:a",)),  # back from 4 to 1
         *burst(3.0, "contest:a", 2),
     ]
     result = run_scenario(ONE, ops)
@@ -78,15 +79,16 @@ def test_defect_05_store_rollback_under_the_same_epoch_is_noticed() -> None:
     "duplicates; open question for the lead",
 )
 def test_defect_05_rollback_without_an_outage_is_noticed() -> None:
-    """The store goes back one event under the same epoch with every connection up (a read
-    replica that lags), and one new event reuses the lost offset: the node sees only an
-    offset it already delivered (a duplicate, as far as it can tell)."""
+    """The store goes back from 2 to 1 under the same epoch with every connection up (a read
+    replica that lags), and one new event reuses offset 2: the node sees only an offset it
+    already delivered (a duplicate, as far as it can tell)."""
     ops = [
         Op(0.1, "subscribe", ("c0", "contest:a")),
+        Op(0.3, "publish", (0, "contest:a", False)),
         Op(0.5, "store_save", ("contest:a",)),
         Op(1.0, "publish", (0, "contest:a", False)),
         Op(2.0, "rollback_live", ("contest:a",)),
-    ]  # the final publish reuses offset 1
+    ]  # the final publish reuses offset 2
     result = run_scenario(ONE, ops)
     assert not result.failed, explain(result)
 
