@@ -72,12 +72,6 @@ def test_defect_05_store_rollback_under_the_same_epoch_is_noticed() -> None:
     assert not result.failed, explain(result)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="found by the simulation (seed 9 before the outage model): a rollback that no link "
-    "notices, followed by as many new events as were lost, reuses offsets the node drops as "
-    "duplicates; open question for the lead",
-)
 def test_defect_05_rollback_without_an_outage_is_noticed() -> None:
     """The store goes back from 2 to 1 under the same epoch with every connection up (a read
     replica that lags), and one new event reuses offset 2: the node sees only an offset it
