@@ -37,6 +37,8 @@ DEFAULTS: dict[str, Any] = {
     "RETRY_BACKOFF": 0.1,
     "TIMEOUT": 2.0,
     "RAISE_ON_ERROR": False,
+    "BREAKER_THRESHOLD": 3,
+    "BREAKER_COOLDOWN": 10.0,
     "TOKEN_TTL": 3600,
     "SERVER_URL": None,
     "CLIENT_JS_URL": None,
@@ -67,6 +69,8 @@ class BridgeSettings:
     retry_backoff: float
     timeout: float
     raise_on_error: bool
+    breaker_threshold: int
+    breaker_cooldown: float
     token_ttl: int
     server_url: str
     client_js_url: str
@@ -114,6 +118,8 @@ def _parse(raw: dict[str, Any]) -> BridgeSettings:
         retry_backoff=float(raw["RETRY_BACKOFF"]),
         timeout=float(raw["TIMEOUT"]),
         raise_on_error=bool(raw["RAISE_ON_ERROR"]),
+        breaker_threshold=int(raw["BREAKER_THRESHOLD"]),
+        breaker_cooldown=float(raw["BREAKER_COOLDOWN"]),
         token_ttl=int(raw["TOKEN_TTL"]),
         server_url=str(server_url).rstrip("/"),
         client_js_url=str(raw["CLIENT_JS_URL"] or f"{server_url.rstrip('/')}/static/realtime.js"),

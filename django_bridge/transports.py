@@ -25,6 +25,7 @@ import orjson
 import redis
 
 from django_bridge import conf
+from django_bridge.breaker import CircuitOpen, get_breaker
 from django_bridge.conf import BridgeSettings
 from realtime.brokers.redis_layout import (
     PUBLISH_SCRIPT,
@@ -385,6 +386,51 @@ def create_transport(settings: BridgeSettings) -> Transport:
     raise PublishError(f"REALTIME['BROKER_URL'] has an unsupported scheme: {scheme!r}")
 
 
+class GuardedTransport:
+    """A transport whose sends pass through this process's circuit breaker.
+
+    ``get_transport()`` hands these out (``realtime_check`` builds bare ones: a check always
+    reaches for the broker). Reads (``positions``) and ``check`` are not guarded.
+    """
+
+    def __init__(self, inner: Transport) -> None:
+        self.inner = inner
+
+    def send(self, envelopes: Sequence[Envelope]) -> list[Published]:
+        """Send through the breaker.
+
+        Raises:
+            CircuitOpen: the breaker is open; nothing was attempted.
+            BrokerUnavailable, PublishError: as ``Transport.send``.
+        """
+        breaker = get_breaker()
+        if not breaker.allow():
+            retry_in = breaker.stats().retry_in
+            raise CircuitOpen(f"circuit open, broker not tried (next try in {retry_in:.1f} s)")
+        try:
+            results = self.inner.send(envelopes)
+        except BrokerUnavailable as exc:
+            breaker.failure(exc)
+            raise
+        except PublishError:
+            breaker.success()  # the broker answered (and refused): it is reachable
+            raise
+        except BaseException:
+            breaker.release()
+            raise
+        breaker.success()
+        return results
+
+    def positions(self, channels: Sequence[str]) -> dict[str, Position] | None:
+        return self.inner.positions(channels)
+
+    def check(self) -> str:
+        return self.inner.check()
+
+    def close(self) -> None:
+        self.inner.close()
+
+
 class _Slot(threading.local):
     transport: Transport | None = None
     pid: int = 0
@@ -398,7 +444,10 @@ _generation = 0
 
 
 def get_transport() -> Transport:
-    """Return this process's (redis) or this thread's (http, amqp) transport."""
+    """Return this process's (redis) or this thread's (http, amqp) transport.
+
+    Its sends go through the process's circuit breaker (``django_bridge.breaker``).
+    """
     global _shared
     settings = conf.get_settings()
     pid = os.getpid()
@@ -409,10 +458,10 @@ def get_transport() -> Transport:
             return shared[2]
         with _shared_lock:
             if _shared is None or _shared[0] != pid or _shared[1] != _generation:
-                _shared = (pid, _generation, create_transport(settings))
+                _shared = (pid, _generation, GuardedTransport(create_transport(settings)))
             return _shared[2]
     if _slot.transport is None or _slot.pid != pid or _slot.generation != _generation:
-        _slot.transport = create_transport(settings)
+        _slot.transport = GuardedTransport(create_transport(settings))
         _slot.pid, _slot.generation = pid, _generation
     return _slot.transport
 
