@@ -67,6 +67,27 @@
   }
 
   /**
+   * The renewal info the Django tag rendered next to `token` ({url, grant, csrf}), or null:
+   * a page that passes the tag's token alone still renews it.
+   */
+  function renderedRefresh(token) {
+    var doc = root.document;
+    if (!token || !doc || !doc.querySelectorAll) return null;
+    var blocks = doc.querySelectorAll('script[type="application/json"]');
+    for (var i = 0; i < blocks.length; i++) {
+      var text = blocks[i].textContent || "";
+      if (text.indexOf(token) < 0) continue;
+      try {
+        var config = JSON.parse(text);
+        if (config && config.token === token && config.refresh && config.refresh.url) return config.refresh;
+      } catch (err) {
+        // not the tag's block
+      }
+    }
+    return null;
+  }
+
+  /**
    * A getToken that asks the Django bridge's token view (`refresh` = {url, grant, csrf}, as
    * rendered by the realtime_client tag): POST, same-origin cookies, Django's CSRF header.
    */
@@ -168,11 +189,12 @@
     this.user = null;
     this._WebSocket = this.options.WebSocket || root.WebSocket;
     this._token = options.token || null;
+    var refresh = options.refresh === undefined ? renderedRefresh(options.token) : options.refresh;
     this._getToken =
       typeof options.getToken === "function"
         ? options.getToken
-        : options.refresh && options.refresh.url
-          ? tokenViewGetter(options.refresh)
+        : refresh && refresh.url
+          ? tokenViewGetter(refresh)
           : null;
     this._renewTimer = null;
     this._tokenPromise = null;

@@ -26,7 +26,10 @@ REALTIME_PAGE = Template(
 <script>
 window.log = { events: [], unsubscribed: [], errors: [], connected: 0 };
 const cfg = JSON.parse(document.getElementById("realtime-config").textContent);
-const rt = RealtimeClient.fromConfig(cfg);
+// "plain": the page passes the tag's token alone; the client finds the renewal info itself
+const rt = "{{ style }}" === "plain"
+  ? new RealtimeClient(cfg.url, { token: cfg.token })
+  : RealtimeClient.fromConfig(cfg);
 window.rt = rt;
 rt.on("connected", function () { window.log.connected++; });
 rt.on("error", function (e) { window.log.errors.push(e); });
@@ -39,12 +42,16 @@ cfg.channels.forEach(function (ch) {
 
 
 def realtime_page(request: HttpRequest, submission: int) -> HttpResponse:
-    """A page following ``submission:<id>`` and the user's own channel (token ttl ``?ttl=``)."""
+    """A page following ``submission:<id>`` and the user's own channel.
+
+    ``?ttl=``: the token's lifetime; ``?style=plain``: build the client from the token alone.
+    """
     user_id = request.user.pk if request.user.is_authenticated else 0
     context = {
         "submission": f"submission:{submission}",
         "mine": f"user:{user_id}",
         "ttl": int(request.GET.get("ttl", "60")),
+        "style": "plain" if request.GET.get("style") == "plain" else "config",
     }
     return HttpResponse(REALTIME_PAGE.render(RequestContext(request, context)))
 
