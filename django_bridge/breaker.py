@@ -110,13 +110,13 @@ class CircuitBreaker:
             self._failures += 1
             self._consecutive += 1
             self._last_error = str(error)[:300]
-            trial, self._trial_running = self._trial_running, False
             if self._threshold <= 0 or self._state == OPEN:
                 return  # disabled, or a send that started before the breaker opened
-            if self._state == HALF_OPEN and not trial:
-                return
             if self._state == CLOSED and self._consecutive < self._threshold:
                 return
+            # the threshold is reached, or any attempt failed while half-open (the trial, or
+            # one that started before the breaker opened: the broker is still failing)
+            self._trial_running = False
             self._state = OPEN
             self._open_until = self._clock() + self._cooldown
             self._opened += 1
