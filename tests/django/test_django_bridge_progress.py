@@ -195,3 +195,21 @@ def test_update_discarded_as_duplicate_is_not_reported_published(
     ChannelProgress.objects.filter(channel=f"submission:{sid}").update(rank=1)
     assert submission_compiling(sid) is False
     assert submission_running(sid, 1, 1) is True
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="server: /api/publish results carry no 'duplicate' flag (realtime/app.py), so over "
+    "http a step the server discards as a duplicate is reported as published (issue 13, #18)",
+)
+def test_duplicate_over_http_is_not_reported_published(
+    realtime_settings: RealtimeOverride, bridge_server: RealtimeServer
+) -> None:
+    """Over the http transport too, a step the server already has returns False."""
+    from django_bridge.models import ChannelProgress
+
+    realtime_settings["BROKER_URL"] = bridge_server.http_url
+    sid = _sid()
+    assert submission_queued(sid) and submission_compiling(sid)
+    ChannelProgress.objects.filter(channel=f"submission:{sid}").update(rank=1)
+    assert submission_compiling(sid) is False
