@@ -29,7 +29,7 @@
     restartDelay: 1500, // 1012 (server restart) and 1013 without retry-after: reconnect within this
     connectTimeout: 15000, // from opening the socket to "connected"; past it, retry
     tokenSkew: 5000, // a cached token this close to its exp is refreshed before reconnecting
-    refreshAhead: 30000, // renew a token this long before its exp (at most a quarter of its life)
+    refreshAhead: 30000, // renew a token this long before its exp (at most half its lifetime)
     WebSocket: null, // WebSocket implementation (defaults to the global one)
     debug: false, // log frames with console.debug
   };
@@ -496,20 +496,22 @@
    * Renew the token a little before it expires, so that the server never drops a private
    * subscription (call after each successful auth).
    */
-  RealtimeClient.prototype._scheduleRenewal = function () {
+  RealtimeClient.prototype._scheduleRenewal = function (retry) {
     this._clearTimer("_renewTimer");
     var claims = tokenClaims(this._token);
     if (!this._getToken || typeof claims.exp !== "number") return;
     var expiry = claims.exp * 1000;
     var issued = typeof claims.iat === "number" ? claims.iat * 1000 : this.now();
-    var ahead = Math.min(this.options.refreshAhead, Math.max(0, expiry - issued) / 4);
-    // at least a second apart: a getToken that hands out nearly expired tokens must not spin
-    var delay = Math.max(1000, expiry - ahead - this.now());
+    var ahead = Math.min(this.options.refreshAhead, Math.max(0, expiry - issued) / 2);
+    // at least a second apart: a getToken that hands out nearly expired tokens must not spin;
+    // after a failed renewal, half the time left (the server's token_expired comes at exp)
+    var delay = retry ? (expiry - this.now()) / 2 : expiry - ahead - this.now();
+    delay = Math.max(1000, delay);
     var ws = this._ws;
     var self = this;
     this._renewTimer = setTimeout(function () {
       self._renewTimer = null;
-      if (ws === self._ws && self._ready) self._refreshToken();
+      if (ws === self._ws && self._ready) self._refreshToken(true);
     }, delay);
   };
 
@@ -520,7 +522,7 @@
   };
 
   /** The token expired (pushed by the server, or a reply): get a new one and authenticate again. */
-  RealtimeClient.prototype._refreshToken = function () {
+  RealtimeClient.prototype._refreshToken = function (ahead) {
     if (this._refreshing) return;
     if (!this._getToken) {
       this._emit("error", { code: "token_expired", message: "the token expired and there is no getToken to renew it" });
@@ -537,6 +539,11 @@
       function (err) {
         self._refreshing = false;
         self._emit("error", { code: "token_unavailable", message: "getToken failed: " + describe(err) });
+        if (ahead) {
+          // the current token is still valid: try again later on this connection
+          if (ws === self._ws && ws) self._scheduleRenewal(true);
+          return;
+        }
         if (ws === self._ws && ws) {
           // reconnecting fetches a token again, with back-off
           self._dropSocket(1000, "token unavailable");

@@ -89,3 +89,24 @@ def test_refused_resubscribe_is_announced(page: Any, short_grace_server: Any) ->
         {"channel": CHANNEL, "reason": "forbidden", "resubscribe": False}
     ]
     assert page.evaluate("window.sub.status") == "closed"
+
+
+def test_failed_renewal_ahead_keeps_the_connection(page: Any, short_grace_server: Any) -> None:
+    """A renewal that fails before exp is retried on the same connection, not by reconnecting."""
+
+    def mint(n: int) -> str:
+        if n == 2:
+            raise RuntimeError("token view down for a moment")
+        return make_token("1001", ttl=4)
+
+    page.expose_function("mintToken", mint)
+    open_test_page(page, short_grace_server.url)
+    page.evaluate("c => window.start(c, {useGetToken: true})", CHANNEL)
+    wait_for(page, "window.log.connected === 1 && window.log.states.length === 1")
+    wait_for(page, "window.log.tokenCalls >= 3", timeout=10)
+    _publish(short_grace_server, 1)
+    wait_for(page, "window.log.events.length === 1")
+    assert [e["code"] for e in page.evaluate("window.log.errors")] == ["token_unavailable"]
+    assert page.evaluate("window.log.connected") == 1
+    assert page.evaluate("window.log.disconnected") == []
+    assert page.evaluate("window.log.unsubscribed") == []
