@@ -29,7 +29,8 @@ def _sid() -> int:
 
 def _rank(event: dict[str, Any]) -> int:
     data = event["data"]
-    return {"queued": 0, "compiling": 1, "done": 10**6}.get(data["status"]) or 1 + data["test"]
+    fixed = {"queued": 0, "compiling": 1, "done": 10**6}
+    return fixed[data["status"]] if data["status"] in fixed else 1 + int(data["test"])
 
 
 def _client(server: RealtimeServer, sid: int, user: int = 7) -> WsClient:
