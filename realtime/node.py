@@ -20,6 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from realtime import messages
 from realtime.brokers.base import Broker, Snapshot
 from realtime.config import Settings
@@ -52,9 +54,9 @@ class _Track:
     subscribed: asyncio.Future[None] | None = None  # done when the broker confirmed
     idle: asyncio.Future[None] | None = None  # done when the current recovery is over
     checking: bool = False  # a check for a store rollback is under way
-    # hash of the last event fanned out (None: not known, e.g. after a resync): a re-sent
-    # copy of it must be the same bytes
-    last_digest: int | None = None
+    # the last event fanned out (None: not known, e.g. after a resync): a re-sent copy of
+    # it must be the same event (publishers may re-encode it: compared as JSON on mismatch)
+    last_json: bytes | None = None
     forked: bool = False  # an offset came back with other content: renew the epoch
     moved: bool = False  # has delivered or resynced: offset 0 no longer means "nothing yet"
 
@@ -349,8 +351,7 @@ class Node:
             # a transport re-send (a publisher's retry), or the store came back older under
             # the same epoch and reuses offsets. A copy of the last event must be the same
             # bytes; otherwise only the store can tell
-            digest = track.last_digest
-            if event.offset == track.offset and digest is not None and hash(event.json) != digest:
+            if event.offset == track.offset and _other_event(track.last_json, event.json):
                 track.forked = True
                 self._start_recover(channel, track)
             elif not track.checking:
@@ -358,7 +359,7 @@ class Node:
                 self._spawn(self._check_rollback(channel, track))
             return
         track.offset = event.offset
-        track.last_digest = hash(event.json)
+        track.last_json = event.json
         track.moved = True
         self.hub.publish(event)
 
@@ -473,7 +474,7 @@ class Node:
                 self.metrics.gaps_filled.inc()
                 for event in newer:
                     track.offset = event.offset
-                    track.last_digest = hash(event.json)
+                    track.last_json = event.json
                     self.hub.publish(event)
                 track.moved = True
             else:
@@ -504,7 +505,7 @@ class Node:
             track.offset,
         )
         self.metrics.resyncs.inc()
-        track.epoch, track.offset, track.last_digest = snap.epoch, snap.offset, None
+        track.epoch, track.offset, track.last_json = snap.epoch, snap.offset, None
         track.moved = True
         message = messages.subscribed(channel, snap.epoch, snap.offset, snap.state, (), False)
         self.hub.resync(channel, snap.offset, message)
@@ -522,6 +523,16 @@ class Node:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             logger.error("node task failed", exc_info=task.exception())
+
+
+def _other_event(last: bytes | None, copy: bytes) -> bool:
+    """True when ``copy`` is provably not the event ``last`` (same offset, other content)."""
+    if last is None or copy == last:
+        return False
+    try:
+        return bool(orjson.loads(copy) != orjson.loads(last))
+    except orjson.JSONDecodeError:
+        return True
 
 
 def consecutive(events: list[Event], after: int, last: int) -> bool:

@@ -198,11 +198,6 @@ def test_update_discarded_as_duplicate_is_not_reported_published(
     assert submission_running(sid, 1, 1) is True
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="server: /api/publish results carry no 'duplicate' flag (realtime/app.py), so over "
-    "http a step the server discards as a duplicate is reported as published (issue 13, #18)",
-)
 def test_duplicate_over_http_is_not_reported_published(
     realtime_settings: RealtimeOverride, bridge_server: RealtimeServer
 ) -> None:
