@@ -37,7 +37,10 @@ DEFAULTS: dict[str, Any] = {
     "RETRY_BACKOFF": 0.1,
     "TIMEOUT": 2.0,
     "RAISE_ON_ERROR": False,
+    "BREAKER_THRESHOLD": 3,
+    "BREAKER_COOLDOWN": 10.0,
     "TOKEN_TTL": 3600,
+    "TOKEN_REFRESH_MAX_AGE": 86400,
     "SERVER_URL": None,
     "CLIENT_JS_URL": None,
     # read by django_bridge.leaderboard (standings store); None: REDIS_URL or a redis BROKER_URL
@@ -67,7 +70,10 @@ class BridgeSettings:
     retry_backoff: float
     timeout: float
     raise_on_error: bool
+    breaker_threshold: int
+    breaker_cooldown: float
     token_ttl: int
+    token_refresh_max_age: int
     server_url: str
     client_js_url: str
 
@@ -114,7 +120,10 @@ def _parse(raw: dict[str, Any]) -> BridgeSettings:
         retry_backoff=float(raw["RETRY_BACKOFF"]),
         timeout=float(raw["TIMEOUT"]),
         raise_on_error=bool(raw["RAISE_ON_ERROR"]),
+        breaker_threshold=int(raw["BREAKER_THRESHOLD"]),
+        breaker_cooldown=float(raw["BREAKER_COOLDOWN"]),
         token_ttl=int(raw["TOKEN_TTL"]),
+        token_refresh_max_age=int(raw["TOKEN_REFRESH_MAX_AGE"]),
         server_url=str(server_url).rstrip("/"),
         client_js_url=str(raw["CLIENT_JS_URL"] or f"{server_url.rstrip('/')}/static/realtime.js"),
     )

@@ -36,12 +36,19 @@ class RelayLease(models.Model):
 
 
 class ChannelProgress(models.Model):
-    """The highest progress rank applied to a channel; ``final`` freezes it."""
+    """The highest progress rank applied to a channel; ``final`` freezes it until a rejudge.
+
+    ``attempt`` counts judgings (1, then +1 per rejudge) and ``run`` is random per attempt:
+    both are part of the events' ids, so a rejudge, or a fresh database that reuses
+    submission ids, never repeats an id the server still remembers.
+    """
 
     channel = models.CharField(max_length=200, primary_key=True)
     rank = models.BigIntegerField()
     final = models.BooleanField(default=False)
+    attempt = models.PositiveIntegerField(default=1)
+    run = models.CharField(max_length=16, blank=True, default="")
     updated_at = models.DateTimeField(auto_now=True)
 
     def __str__(self) -> str:
-        return f"{self.channel}@{self.rank}{' final' if self.final else ''}"
+        return f"{self.channel}#{self.attempt}@{self.rank}{' final' if self.final else ''}"

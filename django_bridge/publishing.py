@@ -1,15 +1,19 @@
 """``publish()``: validate an event, then send it on commit (or store it in the outbox).
 
 Sending is bounded: ``RETRIES`` more attempts after the first, with doubling back-off from
-``RETRY_BACKOFF`` seconds; past that the event is logged as lost (ERROR) and, only with
-``RAISE_ON_ERROR``, the error is raised. Every envelope carries a fresh id, so a retry after
-a half-finished attempt is stored and delivered once.
+``RETRY_BACKOFF`` seconds, and none at all while the circuit breaker is open (see
+``django_bridge.breaker``); past that the event is logged as lost (ERROR), counted
+(``lost_events()``) and, only with ``RAISE_ON_ERROR``, the error is raised.
+Every envelope carries a fresh id, so a retry after a half-finished attempt is stored and
+delivered once.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
+import threading
 import time
 import uuid
 from collections.abc import Sequence
@@ -20,6 +24,7 @@ import orjson
 from django.db import transaction
 from django.utils.functional import Promise
 
+from django_bridge.breaker import CircuitOpen, get_breaker
 from django_bridge.conf import get_settings
 from django_bridge.transports import get_transport
 from realtime.envelope import CHANNEL_RE, MAX_TYPE_LENGTH, Envelope, Published
@@ -104,6 +109,12 @@ def publish(
 def send(envelopes: Sequence[Envelope]) -> list[Published] | None:
     """Send now, with bounded retries; return the results, or None when the send failed.
 
+    A result's ``duplicate`` is true only when the store or server had the id before this
+    call: a duplicate found by a retry is this call's own half-finished first attempt, and
+    counts as published (the transport sent it again). While the circuit breaker is open
+    nothing is attempted, so a call costs at most ``min(RETRIES + 1, BREAKER_THRESHOLD)``
+    attempts of at most ``TIMEOUT`` each, plus the back-off between them.
+
     Raises:
         BrokerUnavailable, PublishError: only with ``RAISE_ON_ERROR``.
     """
@@ -112,21 +123,42 @@ def send(envelopes: Sequence[Envelope]) -> list[Published] | None:
     attempt = 0
     while True:
         try:
-            return get_transport().send(envelopes)
+            results = get_transport().send(envelopes)
+        except CircuitOpen as exc:
+            _failed(envelopes, exc, settings.raise_on_error)
+            return None
         except BrokerUnavailable as exc:
-            if attempt >= settings.retries:
+            # the breaker opening on this failure ends the call: no back-off, no attempt
+            if attempt >= settings.retries or get_breaker().is_open():
                 _failed(envelopes, exc, settings.raise_on_error)
                 return None
             logger.warning("realtime publish attempt %d failed: %s", attempt + 1, exc)
         except PublishError as exc:
             _failed(envelopes, exc, settings.raise_on_error)
             return None
+        else:
+            if attempt:
+                results = [dataclasses.replace(r, duplicate=False) for r in results]
+            return results
         attempt += 1
-        time.sleep(delay * random.uniform(0.5, 1.5))  # jitter: workers must not retry in step
+        _sleep(delay * random.uniform(0.5, 1.5))  # jitter: workers must not retry in step
         delay = min(delay * 2, 5.0)
 
 
+_sleep = time.sleep  # the tests' seam to count back-off without waiting
+_lost_lock = threading.Lock()
+_lost = 0
+
+
+def lost_events() -> int:
+    """Return how many events this process failed to send (logged as lost) so far."""
+    return _lost
+
+
 def _failed(envelopes: Sequence[Envelope], exc: Exception, raise_it: bool) -> None:
+    global _lost
+    with _lost_lock:
+        _lost += len(envelopes)
     channels = sorted({env.channel for env in envelopes})
     logger.error(
         "realtime publish failed, %d event(s) lost for %s: %s",

@@ -25,6 +25,7 @@ import orjson
 import redis
 
 from django_bridge import conf
+from django_bridge.breaker import CircuitOpen, get_breaker
 from django_bridge.conf import BridgeSettings
 from realtime.brokers.redis_layout import (
     PUBLISH_SCRIPT,
@@ -33,7 +34,7 @@ from realtime.brokers.redis_layout import (
     envelope_args,
     new_epoch,
 )
-from realtime.envelope import Envelope, Published
+from realtime.envelope import Envelope, Published, encode_event
 from realtime.errors import BrokerUnavailable, PublishError
 
 Position = tuple[str, int]  # (epoch, offset)
@@ -248,6 +249,9 @@ class AmqpTransport:
     script the redis transport runs (without its PUBLISH), and the stored event is published
     as ``{"v":1,"epoch","offset","event"}``; without it the plain envelope is published and
     the server assigns offsets. Routing key = channel name. See docs/RABBITMQ.md.
+
+    A retry after a failed ``basic_publish`` finds its events already stored (``duplicate``)
+    and sends them again: "stored" is not "sent", and nodes drop a copy by its offset.
     """
 
     def __init__(self, settings: BridgeSettings) -> None:
@@ -270,6 +274,9 @@ class AmqpTransport:
         params.socket_timeout = self._settings.timeout
         params.blocked_connection_timeout = self._settings.timeout
         params.connection_attempts = 1
+        # pika's whole-handshake limit defaults to 15 s: a broker that accepts TCP and then
+        # stalls must not hold a Django worker longer than TIMEOUT
+        params.stack_timeout = self._settings.timeout
         try:
             self._connection = pika.BlockingConnection(params)
             channel = self._connection.channel()
@@ -290,11 +297,8 @@ class AmqpTransport:
         if self._store is not None:
             stored = self._store.run(envelopes)
             bodies = [
-                None
-                if published.duplicate
-                else b'{"v":1,"epoch":%s,"offset":%d,"event":%s}'
-                % (orjson.dumps(published.epoch), published.offset, event)
-                for published, event in stored
+                _numbered_body(env, published, event)
+                for env, (published, event) in zip(envelopes, stored, strict=True)
             ]
             results = [published for published, _ in stored]
         else:
@@ -304,12 +308,12 @@ class AmqpTransport:
         try:
             for env, body in zip(envelopes, bodies, strict=True):
                 if body is None:
-                    continue  # already stored and published by an earlier attempt
-                channel.basic_publish(
-                    exchange=self._settings.exchange,
-                    routing_key=env.channel,
-                    body=body,
-                    properties=pika.BasicProperties(
+                    continue  # the store lost the channel since: nothing to resend
+                self._basic_publish(
+                    channel,
+                    env.channel,
+                    body,
+                    pika.BasicProperties(
                         content_type="application/json", delivery_mode=2, message_id=env.id
                     ),
                 )
@@ -317,6 +321,15 @@ class AmqpTransport:
             self.close()
             raise BrokerUnavailable(f"amqp: {exc!r}") from exc
         return results
+
+    def _basic_publish(self, channel: Any, routing_key: str, body: bytes, properties: Any) -> None:
+        """Send one confirmed message (the tests' fault seam: nothing else calls pika here)."""
+        channel.basic_publish(
+            exchange=self._settings.exchange,
+            routing_key=routing_key,
+            body=body,
+            properties=properties,
+        )
 
     def positions(self, channels: Sequence[str]) -> dict[str, Position] | None:
         return self._store.positions(channels) if self._store is not None else None
@@ -334,6 +347,25 @@ class AmqpTransport:
             # closing a connection that already broke may fail in any way
             with contextlib.suppress(Exception):
                 connection.close()
+
+
+def _numbered_body(envelope: Envelope, published: Published, event: bytes) -> bytes | None:
+    """Return the AMQP body of a stored event, or None when there is nothing to send.
+
+    A duplicate (the id was stored before) is sent again: an earlier attempt may have
+    stored it and then failed to send it, and nodes drop a copy they already have by its
+    offset. The store returns no event JSON for a duplicate, so it is rebuilt from the
+    envelope (an id names one event: same channel, type and data).
+    """
+    if published.duplicate:
+        if not published.epoch:
+            return None  # the channel's keys are gone: the event went with them
+        event = encode_event(envelope.channel, published.offset, envelope.type, envelope.data_json)
+    return b'{"v":1,"epoch":%s,"offset":%d,"event":%s}' % (
+        orjson.dumps(published.epoch),
+        published.offset,
+        event,
+    )
 
 
 def _safe_url(url: str) -> str:
@@ -354,6 +386,51 @@ def create_transport(settings: BridgeSettings) -> Transport:
     raise PublishError(f"REALTIME['BROKER_URL'] has an unsupported scheme: {scheme!r}")
 
 
+class GuardedTransport:
+    """A transport whose sends pass through this process's circuit breaker.
+
+    ``get_transport()`` hands these out (``realtime_check`` builds bare ones: a check always
+    reaches for the broker). Reads (``positions``) and ``check`` are not guarded.
+    """
+
+    def __init__(self, inner: Transport) -> None:
+        self.inner = inner
+
+    def send(self, envelopes: Sequence[Envelope]) -> list[Published]:
+        """Send through the breaker.
+
+        Raises:
+            CircuitOpen: the breaker is open; nothing was attempted.
+            BrokerUnavailable, PublishError: as ``Transport.send``.
+        """
+        breaker = get_breaker()
+        if not breaker.allow():
+            retry_in = breaker.stats().retry_in
+            raise CircuitOpen(f"circuit open, broker not tried (next try in {retry_in:.1f} s)")
+        try:
+            results = self.inner.send(envelopes)
+        except BrokerUnavailable as exc:
+            breaker.failure(exc)
+            raise
+        except PublishError:
+            breaker.success()  # the broker answered (and refused): it is reachable
+            raise
+        except BaseException:
+            breaker.release()
+            raise
+        breaker.success()
+        return results
+
+    def positions(self, channels: Sequence[str]) -> dict[str, Position] | None:
+        return self.inner.positions(channels)
+
+    def check(self) -> str:
+        return self.inner.check()
+
+    def close(self) -> None:
+        self.inner.close()
+
+
 class _Slot(threading.local):
     transport: Transport | None = None
     pid: int = 0
@@ -367,7 +444,10 @@ _generation = 0
 
 
 def get_transport() -> Transport:
-    """Return this process's (redis) or this thread's (http, amqp) transport."""
+    """Return this process's (redis) or this thread's (http, amqp) transport.
+
+    Its sends go through the process's circuit breaker (``django_bridge.breaker``).
+    """
     global _shared
     settings = conf.get_settings()
     pid = os.getpid()
@@ -378,10 +458,10 @@ def get_transport() -> Transport:
             return shared[2]
         with _shared_lock:
             if _shared is None or _shared[0] != pid or _shared[1] != _generation:
-                _shared = (pid, _generation, create_transport(settings))
+                _shared = (pid, _generation, GuardedTransport(create_transport(settings)))
             return _shared[2]
     if _slot.transport is None or _slot.pid != pid or _slot.generation != _generation:
-        _slot.transport = create_transport(settings)
+        _slot.transport = GuardedTransport(create_transport(settings))
         _slot.pid, _slot.generation = pid, _generation
     return _slot.transport
 

@@ -41,6 +41,12 @@ def _parser() -> argparse.ArgumentParser:
             default=None,
             help="serve the live demo at / with a simulated contest (implies --dev)",
         )
+    # parsed by realtime.loadtest itself (see main)
+    sub.add_parser(
+        "loadtest",
+        help="hold N connections on a deployment, publish, measure (realtime loadtest -h)",
+        add_help=False,
+    )
     return parser
 
 
@@ -53,7 +59,15 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; return the process exit code."""
-    args = _parser().parse_args(argv)
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments[:1] == ["loadtest"]:
+        from realtime import loadtest
+
+        try:
+            return loadtest.main(arguments[1:])
+        except KeyboardInterrupt:
+            return 130
+    args = _parser().parse_args(arguments)
     try:
         settings = load_settings(args.config, overrides=_overrides(args))
     except ConfigError as exc:

@@ -20,6 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from realtime import messages
 from realtime.brokers.base import Broker, Snapshot
 from realtime.config import Settings
@@ -52,6 +54,11 @@ class _Track:
     subscribed: asyncio.Future[None] | None = None  # done when the broker confirmed
     idle: asyncio.Future[None] | None = None  # done when the current recovery is over
     checking: bool = False  # a check for a store rollback is under way
+    # the last event fanned out (None: not known, e.g. after a resync): a re-sent copy of
+    # it must be the same event (publishers may re-encode it: compared as JSON on mismatch)
+    last_json: bytes | None = None
+    forked: bool = False  # an offset came back with other content: renew the epoch
+    moved: bool = False  # has delivered or resynced: offset 0 no longer means "nothing yet"
 
 
 @dataclass(slots=True)
@@ -198,7 +205,7 @@ class Node:
                 self._start_recover(channel, track)  # below what we had seen: rolled back
                 return False
             return True
-        if track.offset == 0:
+        if track.offset == 0 and not track.moved:
             return True  # nothing delivered yet: any epoch continues from here
         self._start_recover(channel, track)
         return False
@@ -342,12 +349,18 @@ class Node:
             return
         if event.offset <= track.offset:
             # a transport re-send (a publisher's retry), or the store came back older under
-            # the same epoch and reuses offsets: only the store can tell
-            if not track.checking:
+            # the same epoch and reuses offsets. A copy of the last event must be the same
+            # bytes; otherwise only the store can tell
+            if event.offset == track.offset and _other_event(track.last_json, event.json):
+                track.forked = True
+                self._start_recover(channel, track)
+            elif not track.checking:
                 track.checking = True
                 self._spawn(self._check_rollback(channel, track))
             return
         track.offset = event.offset
+        track.last_json = event.json
+        track.moved = True
         self.hub.publish(event)
 
     async def _check_rollback(self, channel: str, track: _Track) -> None:
@@ -428,7 +441,9 @@ class Node:
         if snap is None:
             self._wake(track)
             return
-        if snap.epoch == track.epoch and snap.offset < track.offset:
+        before = track.epoch
+        forked, track.forked = track.forked, False
+        if snap.epoch == track.epoch and (snap.offset < track.offset or forked):
             # the store came back older under the same epoch (an old RDB/AOF, a lagging
             # replica promoted): its offsets will be reused, so it gets a new epoch
             logger.warning(
@@ -459,13 +474,21 @@ class Node:
                 self.metrics.gaps_filled.inc()
                 for event in newer:
                     track.offset = event.offset
+                    track.last_json = event.json
                     self.hub.publish(event)
+                track.moved = True
             else:
                 self._resync(channel, track, snap)
         else:
             self._resync(channel, track, snap)
-        # queued events from a lost epoch, or not newer than the store, are dropped by _accept
-        track.queue = deque(e for e in track.queue if e.epoch == track.epoch)
+        # queued events of a lost epoch are dropped; those not newer than the store are
+        # dropped by _accept. At offset 0 (nothing delivered: the channel's first events, or
+        # a store that came back empty) events of an epoch the read did not see yet are kept:
+        # they were published after it, and _accept starts their epoch or recovers again.
+        if track.offset > 0:
+            track.queue = deque(e for e in track.queue if e.epoch == track.epoch)
+        elif before != track.epoch:
+            track.queue = deque(e for e in track.queue if e.epoch != before)
         self._drain(channel, track)
 
     def _epoch_started(self, channel: str, track: _Track, epoch: str) -> None:
@@ -482,7 +505,8 @@ class Node:
             track.offset,
         )
         self.metrics.resyncs.inc()
-        track.epoch, track.offset = snap.epoch, snap.offset
+        track.epoch, track.offset, track.last_json = snap.epoch, snap.offset, None
+        track.moved = True
         message = messages.subscribed(channel, snap.epoch, snap.offset, snap.state, (), False)
         self.hub.resync(channel, snap.offset, message)
 
@@ -499,6 +523,16 @@ class Node:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             logger.error("node task failed", exc_info=task.exception())
+
+
+def _other_event(last: bytes | None, copy: bytes) -> bool:
+    """True when ``copy`` is provably not the event ``last`` (same offset, other content)."""
+    if last is None or copy == last:
+        return False
+    try:
+        return bool(orjson.loads(copy) != orjson.loads(last))
+    except orjson.JSONDecodeError:
+        return True
 
 
 def consecutive(events: list[Event], after: int, last: int) -> bool:

@@ -29,6 +29,7 @@
     restartDelay: 1500, // 1012 (server restart) and 1013 without retry-after: reconnect within this
     connectTimeout: 15000, // from opening the socket to "connected"; past it, retry
     tokenSkew: 5000, // a cached token this close to its exp is refreshed before reconnecting
+    refreshAhead: 30000, // renew a token this long before its exp (at most half its lifetime)
     WebSocket: null, // WebSocket implementation (defaults to the global one)
     debug: false, // log frames with console.debug
   };
@@ -46,18 +47,68 @@
     return absolute.href;
   }
 
-  /** Return a JWT's `exp` claim in ms since the epoch, or null (never verifies anything). */
-  function tokenExpiry(token) {
+  /** Return a JWT's claims, or {} (never verifies anything). */
+  function tokenClaims(token) {
     try {
       var part = String(token).split(".")[1];
-      if (!part) return null;
+      if (!part) return {};
       var b64 = part.replace(/-/g, "+").replace(/_/g, "/");
       while (b64.length % 4) b64 += "=";
-      var claims = JSON.parse(root.atob(b64));
-      return typeof claims.exp === "number" ? claims.exp * 1000 : null;
+      return JSON.parse(root.atob(b64)) || {};
     } catch (err) {
-      return null;
+      return {};
     }
+  }
+
+  /** Return a JWT's `exp` claim in ms since the epoch, or null. */
+  function tokenExpiry(token) {
+    var claims = tokenClaims(token);
+    return typeof claims.exp === "number" ? claims.exp * 1000 : null;
+  }
+
+  /**
+   * The renewal info the Django tag rendered next to `token` ({url, grant, csrf}), or null:
+   * a page that passes the tag's token alone still renews it.
+   */
+  function renderedRefresh(token) {
+    var doc = root.document;
+    if (!token || !doc || !doc.querySelectorAll) return null;
+    var blocks = doc.querySelectorAll('script[type="application/json"]');
+    for (var i = 0; i < blocks.length; i++) {
+      var text = blocks[i].textContent || "";
+      if (text.indexOf(token) < 0) continue;
+      try {
+        var config = JSON.parse(text);
+        if (config && config.token === token && config.refresh && config.refresh.url) return config.refresh;
+      } catch (err) {
+        // not the tag's block
+      }
+    }
+    return null;
+  }
+
+  /**
+   * A getToken that asks the Django bridge's token view (`refresh` = {url, grant, csrf}, as
+   * rendered by the realtime_client tag): POST, same-origin cookies, Django's CSRF header.
+   */
+  function tokenViewGetter(refresh) {
+    return function () {
+      return root
+        .fetch(refresh.url, {
+          method: "POST",
+          credentials: "same-origin",
+          cache: "no-store",
+          headers: { "Content-Type": "application/json", "X-CSRFToken": refresh.csrf || "" },
+          body: JSON.stringify({ grant: refresh.grant }),
+        })
+        .then(function (response) {
+          if (!response.ok) throw new Error("token view answered " + response.status);
+          return response.json();
+        })
+        .then(function (body) {
+          return body.token;
+        });
+    };
   }
 
   function validSince(since) {
@@ -123,7 +174,9 @@
    *
    * @param {string} url  ws:// or wss:// URL, or a path such as "/ws" (same host as the page)
    * @param {object} options  `token` (a JWT) and/or `getToken` (async () => JWT, called when a
-   *   token is needed or has expired); tuning: see DEFAULTS above.
+   *   token is needed, before it expires and when it has expired), or `refresh` ({url, grant,
+   *   csrf} from the Django tag: a getToken that asks the bridge's token view); tuning: see
+   *   DEFAULTS above.
    */
   function RealtimeClient(url, options) {
     if (!(this instanceof RealtimeClient)) throw new TypeError("use: new RealtimeClient(url, options)");
@@ -136,7 +189,14 @@
     this.user = null;
     this._WebSocket = this.options.WebSocket || root.WebSocket;
     this._token = options.token || null;
-    this._getToken = typeof options.getToken === "function" ? options.getToken : null;
+    var refresh = options.refresh === undefined ? renderedRefresh(options.token) : options.refresh;
+    this._getToken =
+      typeof options.getToken === "function"
+        ? options.getToken
+        : refresh && refresh.url
+          ? tokenViewGetter(refresh)
+          : null;
+    this._renewTimer = null;
     this._tokenPromise = null;
     this._listeners = {};
     this._subs = new Map(); // channel -> live Subscription
@@ -158,6 +218,15 @@
   }
 
   // ---------------------------------------------------------------- public API
+
+  /**
+   * Build a client from the Django tag's config ({url, token, refresh, ...}); `options`
+   * override or add to what the config gives.
+   */
+  RealtimeClient.fromConfig = function (config, options) {
+    var base = { token: config.token || null, refresh: config.refresh || null };
+    return new RealtimeClient(config.url, Object.assign(base, options || {}));
+  };
 
   /** Listen to "connected", "disconnected", "error", "state" or "unsubscribed"; returns an off() function. */
   RealtimeClient.prototype.on = function (name, fn) {
@@ -297,6 +366,7 @@
     this._pending.clear();
     this._clearTimer("_connectTimer");
     this._clearTimer("_stableTimer");
+    this._clearTimer("_renewTimer");
     this._subs.forEach(function (sub) {
       if (sub.active) sub.status = "pending";
       if (sub._retryTimer) {
@@ -422,6 +492,29 @@
     return this._tokenPromise;
   };
 
+  /**
+   * Renew the token a little before it expires, so that the server never drops a private
+   * subscription (call after each successful auth).
+   */
+  RealtimeClient.prototype._scheduleRenewal = function (retry) {
+    this._clearTimer("_renewTimer");
+    var claims = tokenClaims(this._token);
+    if (!this._getToken || typeof claims.exp !== "number") return;
+    var expiry = claims.exp * 1000;
+    var issued = typeof claims.iat === "number" ? claims.iat * 1000 : this.now();
+    var ahead = Math.min(this.options.refreshAhead, Math.max(0, expiry - issued) / 2);
+    // at least a second apart: a getToken that hands out nearly expired tokens must not spin;
+    // after a failed renewal, half the time left (the server's token_expired comes at exp)
+    var delay = retry ? (expiry - this.now()) / 2 : expiry - ahead - this.now();
+    delay = Math.max(1000, delay);
+    var ws = this._ws;
+    var self = this;
+    this._renewTimer = setTimeout(function () {
+      self._renewTimer = null;
+      if (ws === self._ws && self._ready) self._refreshToken(true);
+    }, delay);
+  };
+
   RealtimeClient.prototype._sendAuth = function () {
     var id = this._nextId++;
     this._pending.set(String(id), { kind: "auth" });
@@ -429,7 +522,7 @@
   };
 
   /** The token expired (pushed by the server, or a reply): get a new one and authenticate again. */
-  RealtimeClient.prototype._refreshToken = function () {
+  RealtimeClient.prototype._refreshToken = function (ahead) {
     if (this._refreshing) return;
     if (!this._getToken) {
       this._emit("error", { code: "token_expired", message: "the token expired and there is no getToken to renew it" });
@@ -446,6 +539,11 @@
       function (err) {
         self._refreshing = false;
         self._emit("error", { code: "token_unavailable", message: "getToken failed: " + describe(err) });
+        if (ahead) {
+          // the current token is still valid: try again later on this connection
+          if (ws === self._ws && ws) self._scheduleRenewal(true);
+          return;
+        }
         if (ws === self._ws && ws) {
           // reconnecting fetches a token again, with back-off
           self._dropSocket(1000, "token unavailable");
@@ -527,6 +625,7 @@
   RealtimeClient.prototype._onAuthed = function (msg) {
     this.user = msg.user != null ? String(msg.user) : null;
     this._authRetried = false;
+    this._scheduleRenewal();
     if (!this._ready) this._becomeReady();
     else this._resubscribeAll(); // channels dropped while the token was expired
   };
@@ -582,17 +681,19 @@
     var sub = this._subs.get(msg.channel);
     if (!sub || !sub.active) return;
     var reason = msg.reason || "";
-    if (/expired/i.test(reason)) {
-      // dropped because the token expired: subscribe again once re-authenticated (with
-      // getToken now; with a static token after rt.setToken() or a reconnect)
+    // dropped because the token expired: kept, and subscribed again once re-authenticated
+    // (with getToken now; with a static token after rt.setToken() or a reconnect)
+    var resubscribe = /expired/i.test(reason);
+    if (resubscribe) {
       sub.status = "pending";
-      if (this._getToken) this._refreshToken();
-      return;
+    } else {
+      this._subs.delete(sub.channel);
+      sub.status = "closed";
     }
-    this._subs.delete(sub.channel);
-    sub.status = "closed";
+    // always announced: a page must never look live on a channel the server dropped
     callSafely(sub._handlers.onUnsubscribed, sub, reason, "onUnsubscribed");
-    this._emit("unsubscribed", { channel: sub.channel, reason: reason });
+    this._emit("unsubscribed", { channel: sub.channel, reason: reason, resubscribe: resubscribe });
+    if (resubscribe && this._getToken) this._refreshToken();
   };
 
   RealtimeClient.prototype._onError = function (msg, pending) {

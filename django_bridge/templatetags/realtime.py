@@ -1,11 +1,13 @@
 """``{% load realtime %}{% realtime_client "submission:9001" "user:5" %}``.
 
 Renders the client script tag and a ``<script type="application/json" id="realtime-config">``
-holding ``{"url","token","channels","since"}`` (see ``django_bridge.client.client_config``).
-Page code then does::
+holding ``{"url","token","channels","since","refresh"}`` (see
+``django_bridge.client.client_config``). ``refresh`` (``{"url","grant","csrf"}``, or null)
+lets the client renew the token through the bridge's token view (``django_bridge.urls``);
+it is set for a logged-in user when that view is routed. Page code then does::
 
     const cfg = JSON.parse(document.getElementById("realtime-config").textContent);
-    const rt = new RealtimeClient(cfg.url, {token: cfg.token});
+    const rt = RealtimeClient.fromConfig(cfg);   // token + refresh wired
     rt.subscribe(ch, {since: cfg.since[ch], onState, onEvent});
 """
 
@@ -14,11 +16,14 @@ from __future__ import annotations
 from typing import Any
 
 from django import template
+from django.middleware.csrf import get_token
+from django.urls import NoReverseMatch, reverse
 from django.utils.html import format_html, json_script
 from django.utils.safestring import SafeString
 
 from django_bridge.client import client_config
 from django_bridge.conf import get_settings
+from django_bridge.tokens import token_grant
 
 register = template.Library()
 
@@ -39,9 +44,10 @@ def realtime_client(
 ) -> SafeString:
     """Render the client script, a fresh token for ``channels`` and their positions.
 
-    The token grants every channel listed: list only what the page's user may see.
+    The token grants every channel listed: list only what the page's user may see. The
+    page's ``refresh`` grant renews exactly that (see ``django_bridge.views``).
     """
-    config = client_config(_user(context), list(channels), ttl=ttl)
+    config = _config(context, list(channels), ttl)
     return format_html(
         '<script src="{}"></script>\n{}',
         get_settings().client_js_url,
@@ -54,4 +60,24 @@ def realtime_config(
     context: template.Context, *channels: str, ttl: int | None = None
 ) -> dict[str, Any]:
     """Return the same config as a dict: ``{% realtime_config "contest:1" as rt %}``."""
-    return client_config(_user(context), list(channels), ttl=ttl)
+    return _config(context, list(channels), ttl)
+
+
+def _config(context: template.Context, channels: list[str], ttl: int | None) -> dict[str, Any]:
+    user = _user(context)
+    config = client_config(user, channels, ttl=ttl)
+    config["refresh"] = _refresh(context.get("request"), user, channels, ttl)
+    return config
+
+
+def _refresh(
+    request: Any, user: Any, channels: list[str], ttl: int | None
+) -> dict[str, str] | None:
+    """Return what the client needs to renew its token, or None when it cannot."""
+    if request is None or not getattr(user, "is_authenticated", False):
+        return None  # anonymous pages use public channels: their tokens need no renewal
+    try:
+        url = reverse("django_bridge:token")
+    except NoReverseMatch:
+        return None  # the site did not include django_bridge.urls
+    return {"url": url, "grant": token_grant(user, channels, ttl), "csrf": get_token(request)}

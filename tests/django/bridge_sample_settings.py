@@ -23,6 +23,7 @@ USE_TZ = True
 TIME_ZONE = "UTC"
 ROOT_URLCONF = "bridge_sample_urls"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+STATIC_URL = "/static/"  # the live server (browser tests) needs one
 
 INSTALLED_APPS = [
     "django.contrib.admin",

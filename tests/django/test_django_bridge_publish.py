@@ -115,9 +115,9 @@ def test_http_transport_reuses_connection(
     """Successive publishes in one thread share one keep-alive HTTP connection."""
     realtime_settings["BROKER_URL"] = bridge_server.http_url
     publish(unique_channel(), "t", 1)
-    conn = get_transport()._conn  # type: ignore[attr-defined]
+    conn = get_transport().inner._conn  # type: ignore[attr-defined]
     publish(unique_channel(), "t", 2)
-    assert conn is not None and get_transport()._conn is conn  # type: ignore[attr-defined]
+    assert conn is not None and get_transport().inner._conn is conn  # type: ignore[attr-defined]
 
 
 def test_duplicate_envelope_id_delivered_once(
