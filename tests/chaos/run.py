@@ -253,6 +253,8 @@ async def run_chaos(config: ChaosConfig) -> ChaosResult:
             for client in side.clients:
                 client.churning = False
         await _heal(sides, loop)
+        await asyncio.gather(*(_last_words(s, random.Random(rng.random()), note) for s in sides))
+        await _heal(sides, loop)
         await asyncio.sleep(3.0)  # events keep flowing on the healed clusters
         publish_stop.set()
         for side in sides:
@@ -345,6 +347,33 @@ async def _faults(
                 note(side, kind, f"{len(victims)} clients: {Counter(d.split()[0] for d in done)}")
         except Exception as exc:  # a fault that could not be injected is reported, not fatal
             note(side, f"{kind}_failed", repr(exc))
+
+
+async def _last_words(side: _Side, rng: random.Random, note: Any) -> None:
+    """The frozen channels' last events, published through one node while a fault hits.
+
+    AMQP: that node's connection is cut while it publishes (a store write whose send fails);
+    Redis: the other node's pub/sub connection is killed (it misses the PUBLISH). Nothing is
+    published on these channels afterwards, so a lost last event shows in rule 6.
+    """
+    loop = asyncio.get_running_loop()
+    cluster = side.cluster
+    i = rng.randrange(2)
+    node = cluster.nodes[i].url
+
+    async def publish(channel: str) -> None:
+        await publish_burst(lambda: [node], channel, 3, 50, rng, side.log)
+
+    async def fault() -> str:
+        await asyncio.sleep(rng.uniform(0.0, 0.05))
+        if cluster.transport == "amqp":
+            return await loop.run_in_executor(None, cluster.cut_amqp, i)
+        return await loop.run_in_executor(None, cluster.kill_pubsub, rng)
+
+    *_, what = await asyncio.gather(*(publish(c) for c in side.frozen), fault())
+    note(
+        side, "last_words", f"3 events on each of {len(side.frozen)} channels via node {i}; {what}"
+    )
 
 
 async def _restart_later(side: _Side, i: int, delay: float) -> None:
