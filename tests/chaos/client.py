@@ -121,7 +121,8 @@ class ChaosClient:
         while not stop.is_set():
             delay = 0.0
             try:
-                self._ws = await self._connect(self._rng.choice(self._urls()))
+                url = self._rng.choice(self._urls())
+                self._ws = await self._connect(url)
             except (OSError, TimeoutError, websockets.InvalidHandshake) as exc:
                 failures += 1
                 delay = _retry_after(str(exc)) or min(2.0, 0.1 * 2**failures)
@@ -129,7 +130,7 @@ class ChaosClient:
                 continue
             failures = 0
             self.stats.connects += 1
-            self.history.append({"kind": "connect", "t": round(loop.time(), 2)})
+            self.history.append({"kind": "connect", "node": url, "t": round(loop.time(), 2)})
             code: int | None = None
             reason = ""
             try:
