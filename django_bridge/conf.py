@@ -40,6 +40,8 @@ DEFAULTS: dict[str, Any] = {
     "TOKEN_TTL": 3600,
     "SERVER_URL": None,
     "CLIENT_JS_URL": None,
+    # warn when a published channel's namespace is unknown to the server (GET /api/info)
+    "CHECK_NAMESPACES": True,
     # read by django_bridge.leaderboard (standings store); None: REDIS_URL or a redis BROKER_URL
     "LEADERBOARD_REDIS_URL": None,
     "LEADERBOARD_PREFIX": "lb:",
@@ -70,6 +72,7 @@ class BridgeSettings:
     token_ttl: int
     server_url: str
     client_js_url: str
+    check_namespaces: bool = True
 
     @property
     def scheme(self) -> str:
@@ -117,6 +120,7 @@ def _parse(raw: dict[str, Any]) -> BridgeSettings:
         token_ttl=int(raw["TOKEN_TTL"]),
         server_url=str(server_url).rstrip("/"),
         client_js_url=str(raw["CLIENT_JS_URL"] or f"{server_url.rstrip('/')}/static/realtime.js"),
+        check_namespaces=bool(raw["CHECK_NAMESPACES"]),
     )
 
 

@@ -21,6 +21,7 @@ from django.db import transaction
 from django.utils.functional import Promise
 
 from django_bridge.conf import get_settings
+from django_bridge.serverinfo import note_channel
 from django_bridge.transports import get_transport
 from realtime.envelope import CHANNEL_RE, MAX_TYPE_LENGTH, Envelope, Published
 from realtime.errors import BrokerUnavailable, PublishError
@@ -84,6 +85,7 @@ def publish(
         BrokerUnavailable: only with ``RAISE_ON_ERROR``, when every attempt failed.
     """
     envelope = make_envelope(channel, type, data, state, envelope_id)
+    note_channel(envelope.channel)  # warns once if the server does not know the namespace
     if get_settings().outbox:
         from django_bridge.models import OutboxEvent
 
