@@ -87,12 +87,12 @@ def test_realtime_check_fails_on_unreachable_broker(realtime_settings: RealtimeO
     """manage.py realtime_check exits with an error naming the unreachable broker."""
     realtime_settings.update(BROKER_URL=f"redis://127.0.0.1:{free_port()}/0", TIMEOUT=0.5)
     origin = realtime_settings["URL"].replace("ws://", "http://").removesuffix("/ws")
-    with pytest.raises(CommandError, match="^broker: cannot publish through redis"):
+    with pytest.raises(CommandError, match=r"^broker: cannot publish through redis"):
         call_command("realtime_check", "--origin", origin)
 
 
 def test_realtime_check_fails_on_unreachable_server(realtime_settings: RealtimeOverride) -> None:
     """manage.py realtime_check exits with an error when the server does not answer."""
     realtime_settings.update(URL=f"ws://127.0.0.1:{free_port()}/ws", TIMEOUT=0.5)
-    with pytest.raises(CommandError, match="^server: cannot reach"):
+    with pytest.raises(CommandError, match=r"^server: cannot reach"):
         call_command("realtime_check")
