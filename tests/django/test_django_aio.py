@@ -186,6 +186,8 @@ def test_apublish_retries_do_not_block_the_event_loop(
             "RETRY_BACKOFF": 0.5,
             "TIMEOUT": 1.0,
             "CHECK_NAMESPACES": False,
+            # every round must really retry: no circuit breaker opening (issue 13 defect 17)
+            "BREAKER_THRESHOLD": 1000,
         }
     )
     assert _ping_during_retries(app, "/aio/publish/contest:1/") == [
