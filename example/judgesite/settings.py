@@ -3,8 +3,9 @@
 The realtime part reads the same environment variables as ``realtime serve`` so that one
 environment (honcho's ``.env``) configures both: REALTIME_SECRET, REALTIME_API_KEY,
 REALTIME_BROKER_URL, REALTIME_REDIS_PREFIX; plus REALTIME_PUBLIC_URL, the ws:// address
-browsers use. Django's own: DJANGO_SECRET_KEY, DJANGO_DEBUG, DJANGO_ALLOWED_HOSTS,
-EXAMPLE_DB. The defaults are the ``.env.example`` values, for a laptop only.
+browsers use, and REALTIME_LEADERBOARD_PREFIX (standings keys). Django's own:
+DJANGO_SECRET_KEY, DJANGO_DEBUG, DJANGO_ALLOWED_HOSTS, EXAMPLE_DB. The defaults are the
+``.env.example`` values, for a laptop only.
 """
 
 from __future__ import annotations
@@ -84,6 +85,7 @@ REALTIME = {
     "URL": os.environ.get("REALTIME_PUBLIC_URL", "ws://127.0.0.1:8888/ws"),
     "API_KEY": os.environ.get("REALTIME_API_KEY", "example-api-key"),
     "PREFIX": os.environ.get("REALTIME_REDIS_PREFIX", "rt:"),
+    "LEADERBOARD_PREFIX": os.environ.get("REALTIME_LEADERBOARD_PREFIX", "lb:"),
 }
 
 LOGGING = {
