@@ -25,6 +25,7 @@ from django_bridge.serverinfo import (
     InfoUnavailable,
     fetch_info,
     namespace_message,
+    server_health,
     unknown_namespaces,
 )
 from django_bridge.tokens import realtime_token
@@ -169,6 +170,13 @@ def run_probe(
         f"server: {settings.server_url} (realtime {info.get('version')}, protocol "
         f"{info.get('protocol')}, broker {info.get('broker')}, store {info.get('store')})"
     )
+    try:
+        status, body = server_health(settings.server_url, settings.timeout)
+    except OSError as exc:
+        raise ProbeFailure("server", f"{settings.server_url}/healthz: {exc}") from exc
+    if status != 200:
+        # e.g. its Redis or RabbitMQ link is down: no event could arrive, whatever the site does
+        raise ProbeFailure("server", f"unhealthy ({status}): {body}")
     namespaces = info["namespaces"]
     missing = unknown_namespaces(channels, namespaces)
     if missing:

@@ -61,6 +61,21 @@ def fetch_info(server_url: str, timeout: float) -> dict[str, Any]:
     return info
 
 
+def server_health(server_url: str, timeout: float) -> tuple[int, str]:
+    """GET ``<server_url>/healthz``; return (status, body) (``OSError`` if unreachable)."""
+    parts = urlsplit(server_url)
+    cls = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+    conn = cls(parts.hostname or "127.0.0.1", parts.port, timeout=timeout)
+    try:
+        conn.request("GET", parts.path.rstrip("/") + "/healthz")
+        response = conn.getresponse()
+        return response.status, response.read().decode(errors="replace")[:300]
+    except http.client.HTTPException as exc:
+        raise OSError(str(exc)) from exc
+    finally:
+        conn.close()
+
+
 def unknown_namespaces(channels: Iterable[str], namespaces: Mapping[str, Any]) -> list[str]:
     """Return the namespaces of ``channels`` that are not in ``namespaces`` (sorted, unique)."""
     return sorted({ch.partition(":")[0] for ch in channels} - set(namespaces))

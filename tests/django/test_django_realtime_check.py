@@ -224,6 +224,17 @@ def test_server_down_named(site: Any) -> None:
     assert line.startswith(f"server: cannot reach http://127.0.0.1:{port}")
 
 
+def test_unhealthy_server_named(server_factory: Any, site: Any) -> None:
+    """The server answers but its broker is down: the server link fails with the reason."""
+    from bridge_helpers import free_port
+
+    server = server_factory(broker_url=f"redis://127.0.0.1:{free_port()}/0", start=False)
+    server.start(wait_healthy=False)
+    site(server)
+    line = failure()
+    assert line.startswith("server: unhealthy (503)") and "broker not connected" in line
+
+
 def test_publish_warns_once_about_unknown_namespace(
     redis_ok: str, servers: StartServer, site: Any, caplog: pytest.LogCaptureFixture
 ) -> None:

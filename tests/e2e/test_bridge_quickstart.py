@@ -24,6 +24,8 @@ import pytest
 from tests.conftest import ROOT, free_port
 from tests.e2e.conftest import wait_for
 
+pytestmark = pytest.mark.browser
+
 BRIDGE_MD = ROOT / "docs" / "BRIDGE.md"
 BLOCK = re.compile(r"<!-- quickstart:(\w+)(?: (\S+))? -->\n```\w*\n(.*?)```", re.S)
 BIN = Path(sys.executable).parent

@@ -25,6 +25,8 @@ import pytest
 from tests.conftest import REDIS_URL, ROOT, free_port, require_service
 from tests.e2e.conftest import wait_for
 
+pytestmark = [pytest.mark.browser, pytest.mark.broker]
+
 MANAGE = [sys.executable, str(ROOT / "example" / "manage.py")]
 SHOTS = Path(os.environ.get("REALTIME_E2E_SCREENSHOT_DIR", ROOT / "docs"))
 
