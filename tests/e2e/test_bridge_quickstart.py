@@ -154,3 +154,21 @@ def test_quickstart_project_receives_live_event(
     assert titles == ["First"]
     # the browser's own /favicon.ico request is the only 404 (the client loaded: it is live)
     assert [e for e in page.problems.errors if "404" not in e] == []
+
+
+def test_deploy_step0_settings_are_the_quickstart_ones() -> None:
+    """DEPLOY.md "Step 0" shows the REALTIME dict the quick start runs with (and --dev's)."""
+    from realtime.config import DEMO_SECRET, DEV_API_KEY
+
+    deploy = (ROOT / "docs" / "DEPLOY.md").read_text()
+    step0 = deploy[deploy.index("## Step 0") : deploy.index("## Step 1")]
+    (deploy_block,) = re.findall(r"```python\n(.*?)```", step0, re.S)
+    deploy_ns: dict[str, Any] = {}
+    exec(deploy_block, deploy_ns)  # our own documentation
+    settings_block = next(text for kind, path, text in quickstart_blocks() if kind == "append")
+    quick_ns: dict[str, Any] = {"INSTALLED_APPS": []}
+    exec(settings_block, quick_ns)
+    assert deploy_ns["REALTIME"] == quick_ns["REALTIME"]
+    assert quick_ns["REALTIME"]["SECRET"] == DEMO_SECRET
+    assert quick_ns["REALTIME"]["API_KEY"] == DEV_API_KEY
+    assert DEMO_SECRET in step0 and DEV_API_KEY in step0
