@@ -19,8 +19,11 @@ from realtime.handshake import WebSocketHandshake
 
 logger = logging.getLogger(__name__)
 
-# package data (realtime/static links to the repository's static/ in a checkout)
+# package data in a wheel; in a checkout realtime/static links to the top-level static/
+# (the fallback covers a checkout without symlinks, e.g. git on Windows)
 STATIC_DIR = Path(__file__).resolve().parent / "static"
+if not STATIC_DIR.is_dir():
+    STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 
 
 class _Handler(tornado.web.RequestHandler):
