@@ -26,7 +26,6 @@ from asgiref.sync import sync_to_async
 
 from django_bridge.conf import get_settings
 from django_bridge.publishing import make_envelope, send
-from django_bridge.serverinfo import note_channel
 from django_bridge.tokens import realtime_token
 
 
@@ -50,8 +49,7 @@ async def apublish(
         PublishError: invalid channel, type or data (raised before anything is sent).
         BrokerUnavailable: only with ``RAISE_ON_ERROR``, when every attempt failed.
     """
-    envelope = make_envelope(channel, type, data, state, envelope_id)
-    note_channel(envelope.channel)
+    envelope = make_envelope(channel, type, data, state, envelope_id)  # also the namespace check
     if get_settings().outbox:
         from django_bridge.models import OutboxEvent
 

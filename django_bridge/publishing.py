@@ -51,6 +51,7 @@ def make_envelope(
         raise PublishError(f"invalid channel name: {channel!r}")
     if not isinstance(type_, str) or not 0 < len(type_) <= MAX_TYPE_LENGTH:
         raise PublishError("type must be a non-empty string of at most 200 characters")
+    note_channel(channel)  # warns once per process if the server lacks the namespace
     try:
         data_json = orjson.dumps(data, default=_json_default)
     except TypeError as exc:
@@ -85,7 +86,6 @@ def publish(
         BrokerUnavailable: only with ``RAISE_ON_ERROR``, when every attempt failed.
     """
     envelope = make_envelope(channel, type, data, state, envelope_id)
-    note_channel(envelope.channel)  # warns once if the server does not know the namespace
     if get_settings().outbox:
         from django_bridge.models import OutboxEvent
 
