@@ -11,7 +11,6 @@ from typing import Any
 import orjson
 import tornado.web
 
-from realtime import __version__
 from realtime.context import ServerContext
 from realtime.envelope import envelopes_from_body
 from realtime.errors import BrokerUnavailable, PublishError
@@ -150,6 +149,8 @@ def server_info(ctx: ServerContext) -> dict[str, Any]:
     No secrets and no addresses: only kinds, names and rules (``realtime_check`` and the
     bridge's namespace check read it).
     """
+    from realtime import __version__
+
     s = ctx.settings
     scheme = s.broker_url.split("://", 1)[0]
     broker = {"rediss": "redis", "amqps": "amqp"}.get(scheme, scheme)
