@@ -46,7 +46,11 @@ class Site:
     def __init__(self, tmp: Path, prefix: str) -> None:
         self.rt_port, self.web_port = free_port(), free_port()
         self.web = f"http://127.0.0.1:{self.web_port}"
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("REALTIME_")}
+        self.env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith("REALTIME_") and k != "DJANGO_SETTINGS_MODULE"
+        }
         self.env.update(_env_example())
         self.env.update(
             {
