@@ -3,6 +3,7 @@
 Public API (PROTOCOL.md section 7)::
 
     from django_bridge import publish, realtime_token
+    from django_bridge import apublish, arealtime_token   # async views, ASGI
 """
 
 from __future__ import annotations
@@ -10,10 +11,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from django_bridge.aio import apublish, arealtime_token
     from django_bridge.publishing import publish
     from django_bridge.tokens import realtime_token
 
-__all__ = ["publish", "realtime_token"]
+__all__ = ["apublish", "arealtime_token", "publish", "realtime_token"]
 
 
 def __getattr__(name: str) -> Any:
@@ -26,4 +28,8 @@ def __getattr__(name: str) -> Any:
         from django_bridge.tokens import realtime_token
 
         return realtime_token
+    if name in ("apublish", "arealtime_token"):
+        from django_bridge import aio
+
+        return getattr(aio, name)
     raise AttributeError(name)

@@ -127,4 +127,9 @@ def check_realtime_settings(
             errors.append(
                 _error(f"REALTIME['{key}'] must be a number >= 0, got {value!r}.", "E011")
             )
+    for key in ("OUTBOX", "RAISE_ON_ERROR", "CHECK_NAMESPACES"):
+        if not isinstance(raw[key], bool):
+            errors.append(
+                _error(f"REALTIME['{key}'] must be True or False, got {raw[key]!r}.", "E012")
+            )
     return errors

@@ -43,6 +43,8 @@ DEFAULTS: dict[str, Any] = {
     "TOKEN_REFRESH_MAX_AGE": 86400,
     "SERVER_URL": None,
     "CLIENT_JS_URL": None,
+    # warn when a published channel's namespace is unknown to the server (GET /api/info)
+    "CHECK_NAMESPACES": True,
     # read by django_bridge.leaderboard (standings store); None: REDIS_URL or a redis BROKER_URL
     "LEADERBOARD_REDIS_URL": None,
     "LEADERBOARD_PREFIX": "lb:",
@@ -76,6 +78,7 @@ class BridgeSettings:
     token_refresh_max_age: int
     server_url: str
     client_js_url: str
+    check_namespaces: bool = True
 
     @property
     def scheme(self) -> str:
@@ -126,6 +129,7 @@ def _parse(raw: dict[str, Any]) -> BridgeSettings:
         token_refresh_max_age=int(raw["TOKEN_REFRESH_MAX_AGE"]),
         server_url=str(server_url).rstrip("/"),
         client_js_url=str(raw["CLIENT_JS_URL"] or f"{server_url.rstrip('/')}/static/realtime.js"),
+        check_namespaces=bool(raw["CHECK_NAMESPACES"]),
     )
 
 

@@ -26,6 +26,7 @@ from django.utils.functional import Promise
 
 from django_bridge.breaker import CircuitOpen, get_breaker
 from django_bridge.conf import get_settings
+from django_bridge.serverinfo import note_channel
 from django_bridge.transports import get_transport
 from realtime.envelope import CHANNEL_RE, MAX_TYPE_LENGTH, Envelope, Published
 from realtime.errors import BrokerUnavailable, PublishError
@@ -55,6 +56,7 @@ def make_envelope(
         raise PublishError(f"invalid channel name: {channel!r}")
     if not isinstance(type_, str) or not 0 < len(type_) <= MAX_TYPE_LENGTH:
         raise PublishError("type must be a non-empty string of at most 200 characters")
+    note_channel(channel)  # warns once per process if the server lacks the namespace
     try:
         data_json = orjson.dumps(data, default=_json_default)
     except TypeError as exc:

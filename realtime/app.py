@@ -18,7 +18,11 @@ from realtime.handshake import WebSocketHandshake
 
 logger = logging.getLogger(__name__)
 
-STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
+# package data in a wheel; in a checkout realtime/static links to the top-level static/
+# (the fallback covers a checkout without symlinks, e.g. git on Windows)
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+if not STATIC_DIR.is_dir():
+    STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 
 
 class _Handler(tornado.web.RequestHandler):
@@ -139,6 +143,47 @@ class MetricsHandler(_Handler):
         self.finish(self.ctx.metrics.render())
 
 
+PROTOCOL_VERSION = 1  # the envelope "v" and the wire contract of shared/spec/PROTOCOL.md
+
+
+def server_info(ctx: ServerContext) -> dict[str, Any]:
+    """Describe what a publisher must agree with: broker, store, history, namespaces.
+
+    No secrets and no addresses: only kinds, names and rules (``realtime_check`` and the
+    bridge's namespace check read it).
+    """
+    from realtime import __version__
+
+    s = ctx.settings
+    scheme = s.broker_url.split("://", 1)[0]
+    broker = {"rediss": "redis", "amqps": "amqp"}.get(scheme, scheme)
+    # memory:// keeps its own store, redis:// stores in itself, amqp:// in REALTIME_REDIS_URL
+    store = broker if broker != "amqp" else ("redis" if s.redis_url else "memory")
+    return {
+        "server": "realtime",
+        "version": __version__,
+        "protocol": PROTOCOL_VERSION,
+        "broker": broker,
+        "store": store,
+        "redis_prefix": s.redis_prefix if store == "redis" else None,
+        "amqp_exchange": s.amqp_exchange if broker == "amqp" else None,
+        "history": {"size": s.history_size, "ttl": s.history_ttl, "meta_ttl": s.meta_ttl},
+        "http_publish": bool(s.api_key),
+        "origins": {"allowed": list(s.allowed_origins), "local": s.dev or s.demo},
+        "namespaces": {
+            name: {"access": ns.access, "coalesce_ms": ns.coalesce_ms}
+            for name, ns in sorted(s.namespaces.items())
+        },
+    }
+
+
+class InfoHandler(_Handler):
+    """``GET /api/info``: versions, broker and store kinds, namespaces (no secrets)."""
+
+    def get(self) -> None:
+        self.send_json(200, server_info(self.ctx))
+
+
 class DemoHandler(tornado.web.RequestHandler):
     """``GET /`` in demo mode: the live demo page."""
 
@@ -155,6 +200,7 @@ def make_app(ctx: ServerContext) -> tornado.web.Application:
     routes: list[Any] = [
         (r"/ws", WebSocketHandshake, args),
         (r"/api/publish", PublishHandler, args),
+        (r"/api/info", InfoHandler, args),
         (r"/healthz", HealthHandler, args),
         (r"/livez", LiveHandler, args),
         (r"/metrics", MetricsHandler, args),

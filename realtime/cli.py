@@ -33,7 +33,10 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--log-level", dest="log_level", help="DEBUG, INFO, WARNING, ERROR")
         p.add_argument("--log-json", dest="log_json", action="store_true", default=None)
         p.add_argument(
-            "--dev", action="store_true", default=None, help="local use: a built-in secret"
+            "--dev",
+            action="store_true",
+            default=None,
+            help="local use: built-in secret and API key, local origins allowed",
         )
         p.add_argument(
             "--demo",

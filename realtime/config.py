@@ -143,7 +143,9 @@ SECTIONS: dict[str, str] = {
     "log_json": "logging",
 }
 
-DEMO_SECRET = "demo-secret-not-for-production"
+# documented in docs/DEPLOY.md "Step 0": the bridge accepts them as they are (>= 32 chars)
+DEMO_SECRET = "dev-secret-not-for-production-0123456789"
+DEV_API_KEY = "dev-api-key-not-for-production"
 
 
 def env_name(name: str) -> str:
@@ -319,6 +321,8 @@ def validate(settings: Settings) -> Settings:
             )
     elif len(settings.secret) < 32 and not (settings.dev or settings.demo):
         raise ConfigError("secret: use at least 32 characters for an HS256 key (RFC 7518 3.2)")
+    if settings.dev and not settings.api_key:
+        changes["api_key"] = DEV_API_KEY  # --dev: Django can publish over HTTP at once
     return dataclasses.replace(settings, **changes)
 
 

@@ -34,6 +34,8 @@ class ServerContext:
     all_closed: asyncio.Event = field(default_factory=asyncio.Event)  # set while draining
     refused_unlogged: int = 0  # refused handshakes since the last summary line
     refused_logged_at: float = float("-inf")
+    # refused Origin -> (last logged, refused since): one log line per origin per period
+    origin_log: dict[str, tuple[float, int]] = field(default_factory=dict)
     # admits new connections at settings.max_connect_rate (None: unlimited)
     connect_bucket: TokenBucket | None = None
     # connections with frames queued in this loop tick; written together in one callback

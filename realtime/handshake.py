@@ -14,6 +14,7 @@ import logging
 import random
 import time
 from typing import Any
+from urllib.parse import urlsplit
 
 import tornado.websocket
 
@@ -21,6 +22,10 @@ from realtime.connection import Connection
 from realtime.context import ServerContext
 
 logger = logging.getLogger(__name__)
+
+LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+ORIGIN_LOG_PERIOD = 10.0  # seconds between two lines about the same refused Origin
+ORIGIN_LOG_MAX = 1024  # distinct origins remembered for the rate limit
 
 
 class _Protocol(tornado.websocket.WebSocketProtocol13):
@@ -81,12 +86,18 @@ class WebSocketHandshake(tornado.websocket.WebSocketHandler):
             self.finish(refusal)
 
     def check_origin(self, origin: str) -> bool:
-        allowed = self.ctx.settings.allowed_origins
+        settings = self.ctx.settings
+        allowed = settings.allowed_origins
         if "*" in allowed:
             return True
-        if allowed:
-            return origin.rstrip("/") in allowed
-        return super().check_origin(origin)  # same host only
+        # unset: same host only (Tornado's check)
+        ok = origin.rstrip("/") in allowed if allowed else super().check_origin(origin)
+        if not ok and (settings.dev or settings.demo) and is_local_origin(origin):
+            ok = True  # --dev: Django's runserver on another local port
+        if not ok:
+            self.ctx.metrics.refused_origins.inc()
+            _log_refused_origin(self.ctx, origin)
+        return ok
 
     def get_compression_options(self) -> dict[str, Any] | None:
         # no permessage-deflate: a compressed frame differs per connection, which would turn
@@ -120,3 +131,39 @@ def _log_refusal(ctx: ServerContext, reason: str) -> None:
         logger.warning("refused %d handshakes (latest: %s)", ctx.refused_unlogged, reason)
         ctx.refused_unlogged = 0
         ctx.refused_logged_at = now
+
+
+def is_local_origin(origin: str) -> bool:
+    """Return whether an Origin names this machine (localhost, 127.0.0.1, [::1])."""
+    try:
+        host = urlsplit(origin).hostname or ""
+    except ValueError:
+        return False
+    return host in LOCAL_HOSTS or host.endswith(".localhost")
+
+
+def _log_refused_origin(ctx: ServerContext, origin: str) -> None:
+    """Log a refused Origin with the setting to change, at most once a period per origin.
+
+    Without this line a page on another origin just reconnects for ever: the browser shows
+    a failed handshake and nothing on the server says why.
+    """
+    now = time.monotonic()
+    origin = origin[:200]
+    logged_at, count = ctx.origin_log.get(origin, (float("-inf"), 0))
+    count += 1
+    if now - logged_at < ORIGIN_LOG_PERIOD:
+        ctx.origin_log[origin] = (logged_at, count)
+        return
+    if len(ctx.origin_log) >= ORIGIN_LOG_MAX and origin not in ctx.origin_log:
+        ctx.origin_log.clear()  # an Origin flood must not grow memory
+    ctx.origin_log[origin] = (now, 0)
+    allowed = ctx.settings.allowed_origins
+    where = "allowed: " + ", ".join(allowed) if allowed else "unset: same host only"
+    logger.warning(
+        "refused WebSocket handshake (403) from Origin %r (%d since its last line): add it to "
+        "allowed_origins (REALTIME_ALLOWED_ORIGINS, %s); --dev allows local origins",
+        origin,
+        count,
+        where,
+    )

@@ -324,7 +324,16 @@ class Summary:
 
     @property
     def ok(self) -> bool:
-        return self.lost == 0 and self.duplicates == 0
+        """No loss, no duplicate, and every connection subscribed at the end."""
+        return self.lost == 0 and self.duplicates == 0 and self.connected_at_end == self.connections
+
+    @property
+    def verdict(self) -> str:
+        if self.lost or self.duplicates:
+            return "FAIL: events lost or duplicated"
+        if self.connected_at_end < self.connections:
+            return f"FAIL: {self.connections - self.connected_at_end} connections not subscribed"
+        return "PASS"
 
 
 def _percentile(sorted_values: list[int], q: float) -> float | None:
@@ -472,7 +481,7 @@ def table(summary: Summary) -> str:
         ("resyncs (announced)", str(summary.resyncs)),
         ("disconnects", str(summary.disconnects)),
         ("errors", str(summary.errors)),
-        ("result", "PASS" if summary.ok else "FAIL: events lost or duplicated"),
+        ("result", summary.verdict),
     ]
     width = max(len(r[0]) for r in rows)
     return "\n".join(f"{name.ljust(width)}  {value}" for name, value in rows)
@@ -504,7 +513,8 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run ``realtime loadtest``; exit 0 (pass), 1 (loss or duplicates), 2 (bad arguments)."""
+    """Run ``realtime loadtest``; exit 0 (pass), 1 (loss, duplicates, connections that never
+    subscribed), 2 (bad arguments)."""
     args = parser().parse_args(argv)
     options = Options(**vars(args))
     problem = _check(options)

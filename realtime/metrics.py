@@ -109,6 +109,11 @@ class Metrics:
             "Handshakes refused (limits, connect rate, shutdown)",
             registry=r,
         )
+        self.refused_origins = Counter(
+            "realtime_refused_origins",
+            "Handshakes refused by the Origin check (403; see REALTIME_ALLOWED_ORIGINS)",
+            registry=r,
+        )
         self.frames_skipped = Counter(
             "realtime_frames_skipped",
             "Coalesced frames replaced by a newer one for a congested watcher (latest wins)",

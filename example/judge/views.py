@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from django import forms
 from django.contrib.auth.decorators import login_required
 from django.db import transaction
@@ -9,7 +11,7 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 
 from django_bridge.contest import contest_channel
-from django_bridge.progress import submission_channel, submission_queued
+from django_bridge.progress import submission_channel, submission_queued, user_channel
 from judge.models import Contest, Problem, Submission
 
 
@@ -23,17 +25,38 @@ def index(request: HttpRequest) -> HttpResponse:
 
 
 def contest_detail(request: HttpRequest, contest_id: int) -> HttpResponse:
+    """The contest: clock and freeze banner, announcements, problems, your submissions live."""
     contest = get_object_or_404(Contest, pk=contest_id)
     mine = (
-        Submission.objects.filter(problem__contest=contest, user=request.user)[:20]
+        Submission.objects.filter(problem__contest=contest, user=request.user).select_related(
+            "problem"
+        )[:20]
         if request.user.is_authenticated
         else []
     )
+    # the user's channel carries submission.judged: "your submissions" update live
+    mine_channel = user_channel(request.user.pk) if request.user.is_authenticated else ""
+    freeze_at = getattr(contest, "freeze_at", None)  # a model with a freeze time shows it
     return render(
         request,
         "judge/contest.html",
-        {"contest": contest, "submissions": mine, "contest_channel": contest_channel(contest.pk)},
+        {
+            "contest": contest,
+            "submissions": mine,
+            "contest_channel": contest_channel(contest.pk),
+            "user_channel": mine_channel,
+            # epoch ms: the page compares them with the server's clock (rt.now())
+            "clock": {
+                "starts": _ms(contest.starts_at),
+                "ends": _ms(contest.ends_at),
+                "freeze": _ms(freeze_at) if freeze_at else None,
+            },
+        },
     )
+
+
+def _ms(when: datetime) -> int:
+    return int(when.timestamp() * 1000)
 
 
 def problem_detail(request: HttpRequest, problem_id: int) -> HttpResponse:

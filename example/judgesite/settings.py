@@ -1,9 +1,11 @@
-"""Settings of the example judge site.
+"""Settings of the example judge site, read from the environment (see ``.env.example``).
 
 The realtime part reads the same environment variables as ``realtime serve`` so that one
-environment (e.g. honcho's) configures both: REALTIME_SECRET, REALTIME_API_KEY,
+environment (honcho's ``.env``) configures both: REALTIME_SECRET, REALTIME_API_KEY,
 REALTIME_BROKER_URL, REALTIME_REDIS_PREFIX; plus REALTIME_PUBLIC_URL, the ws:// address
-browsers use.
+browsers use, and REALTIME_LEADERBOARD_PREFIX (standings keys). Django's own:
+DJANGO_SECRET_KEY, DJANGO_DEBUG, DJANGO_ALLOWED_HOSTS, EXAMPLE_DB. The defaults are the
+``.env.example`` values, for a laptop only.
 """
 
 from __future__ import annotations
@@ -15,7 +17,11 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 
 SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "example-only-not-secret")
 DEBUG = os.environ.get("DJANGO_DEBUG", "1") == "1"
-ALLOWED_HOSTS = ["127.0.0.1", "localhost", "testserver"]
+ALLOWED_HOSTS = [
+    h.strip()
+    for h in os.environ.get("DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost").split(",")
+    if h.strip()
+] + ["testserver"]
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -79,6 +85,7 @@ REALTIME = {
     "URL": os.environ.get("REALTIME_PUBLIC_URL", "ws://127.0.0.1:8888/ws"),
     "API_KEY": os.environ.get("REALTIME_API_KEY", "example-api-key"),
     "PREFIX": os.environ.get("REALTIME_REDIS_PREFIX", "rt:"),
+    "LEADERBOARD_PREFIX": os.environ.get("REALTIME_LEADERBOARD_PREFIX", "lb:"),
 }
 
 LOGGING = {

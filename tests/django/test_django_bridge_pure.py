@@ -54,6 +54,43 @@ def test_checks_report_bad_browser_url(settings: Any) -> None:
     assert _ids(settings, URL="http://127.0.0.1:8888/ws") == {"django_bridge.E004"}
 
 
+def test_checks_report_non_bool_flags(settings: Any) -> None:
+    """OUTBOX, RAISE_ON_ERROR and CHECK_NAMESPACES must be bools (E012)."""
+    assert _ids(settings, CHECK_NAMESPACES="no") == {"django_bridge.E012"}
+    assert _ids(settings, OUTBOX=1, CHECK_NAMESPACES=False) == {"django_bridge.E012"}
+
+
+def test_probe_names_broker_mismatches_from_info(settings: Any) -> None:
+    """broker_mismatch: each disagreement /api/info reveals, and none when they agree."""
+    from django_bridge.probe import broker_mismatch
+
+    settings.REALTIME = {**sample.REALTIME, "PREFIX": "rt:"}
+    site = get_settings()  # redis transport, prefix rt:
+    redis_info = {"broker": "redis", "store": "redis", "redis_prefix": "rt:"}
+    assert broker_mismatch(site, redis_info) is None
+    assert "memory://" in str(broker_mismatch(site, {"broker": "memory", "store": "memory"}))
+    other = broker_mismatch(site, {**redis_info, "redis_prefix": "x:"})
+    assert "REALTIME['PREFIX'] is 'rt:'" in str(other)
+    amqp = {"broker": "amqp", "store": "redis", "amqp_exchange": "realtime"}
+    assert "listens on amqp" in str(broker_mismatch(site, amqp))
+    settings.REALTIME = {**sample.REALTIME, "BROKER_URL": "amqp://guest:guest@127.0.0.1/%2F"}
+    assert "REALTIME['REDIS_URL'] is unset" in str(broker_mismatch(get_settings(), amqp))
+    settings.REALTIME = {**settings.REALTIME, "REDIS_URL": "redis://127.0.0.1:6379/0"}
+    assert broker_mismatch(get_settings(), amqp) is None
+    memory_store = {**amqp, "store": "memory"}
+    assert "no REALTIME_REDIS_URL" in str(broker_mismatch(get_settings(), memory_store))
+
+
+def test_namespace_check_off_starts_no_fetch(settings: Any) -> None:
+    """CHECK_NAMESPACES=False: publishing never reads /api/info."""
+    from django_bridge import serverinfo
+
+    settings.REALTIME = {**sample.REALTIME, "CHECK_NAMESPACES": False}
+    serverinfo.note_channel("notify:1")
+    state = serverinfo._current()
+    assert (state.fetching, state.seen, state.namespaces) == (False, set(), None)
+
+
 def test_checks_report_missing_setting(settings: Any) -> None:
     """No REALTIME setting at all is error E000."""
     del settings.REALTIME

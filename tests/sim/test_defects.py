@@ -7,8 +7,6 @@ its docstring. A failure prints the checker's report and the run's trace.
 
 from __future__ import annotations
 
-import pytest
-
 from tests.guarantee.checker import format_violations
 from tests.sim.world import Config, Op, Result, run_scenario
 

@@ -27,11 +27,10 @@ class Command(BaseCommand):
             users.objects.create_user("demo", password="demo")
         if not Contest.objects.exists():
             now = timezone.now()
-            contest = Contest.objects.create(
-                title="Demo Round",
-                starts_at=now - timedelta(minutes=5),
-                ends_at=now + timedelta(hours=5),
-            )
+            times = {"starts_at": now - timedelta(minutes=5), "ends_at": now + timedelta(hours=5)}
+            if hasattr(Contest, "freeze_at"):  # the standings freeze: the last hour
+                times["freeze_at"] = now + timedelta(hours=4)
+            contest = Contest.objects.create(title="Demo Round", **times)
             for code, title, statement, tests in PROBLEMS:
                 Problem.objects.create(
                     contest=contest, code=code, title=title, statement=statement, test_count=tests
