@@ -15,6 +15,7 @@ from realtime.context import ServerContext
 from realtime.envelope import envelopes_from_body
 from realtime.errors import BrokerUnavailable, PublishError
 from realtime.handshake import WebSocketHandshake
+from realtime.sse import SseHandler
 
 logger = logging.getLogger(__name__)
 
@@ -151,6 +152,7 @@ def make_app(ctx: ServerContext) -> tornado.web.Application:
     args = {"ctx": ctx}
     routes: list[Any] = [
         (r"/ws", WebSocketHandshake, args),
+        (r"/sse", SseHandler, args),
         (r"/api/publish", PublishHandler, args),
         (r"/healthz", HealthHandler, args),
         (r"/livez", LiveHandler, args),

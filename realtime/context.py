@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from realtime.config import Settings
 from realtime.heartbeat import HeartbeatWheel
@@ -26,6 +26,8 @@ class ServerContext:
     metrics: Metrics
     heartbeat: HeartbeatWheel
     connections: set[Connection] = field(default_factory=set)
+    # open Server-Sent Events streams (realtime.sse): they count against the same limits
+    streams: set[Any] = field(default_factory=set)
     per_ip: Counter[str] = field(default_factory=Counter)
     shutting_down: bool = False
     all_closed: asyncio.Event = field(default_factory=asyncio.Event)  # set while draining
