@@ -52,11 +52,19 @@ class _Channel:
 
 @dataclass(slots=True)
 class _Output:
-    """Bytes waiting for the socket: ``buffer`` not yet handed to Tornado, ``inflight`` in it."""
+    """Messages queued in this loop tick, written together at its end."""
 
     buffer: bytearray = field(default_factory=bytearray)
-    inflight: int = 0
     scheduled: bool = False
+
+
+def _unsent(handler: tornado.web.RequestHandler) -> int:
+    """Bytes written to the response that the kernel has not taken (the client's backlog)."""
+    stream = getattr(handler.request.connection, "stream", None)
+    if stream is None:
+        return 0
+    # Tornado has no public figure; its IOStream's write indexes are the exact one
+    return int(stream._total_write_index - stream._total_write_done_index)
 
 
 def parse_positions(text: str | None, count: int) -> list[Since | None]:
@@ -320,7 +328,31 @@ class SseHandler(tornado.web.RequestHandler):
         out = self._out
         if self._done:
             return
-        if len(out.buffer) + out.inflight + len(data) > self.ctx.settings.max_send_buffer:
+        out.buffer += data
+        if not out.scheduled:
+            out.scheduled = True
+            asyncio.get_running_loop().call_soon(self._write)
+
+    def _write(self) -> None:
+        """Hand what this tick queued to Tornado, which sends what the kernel takes now.
+
+        What the kernel did not take stays in the stream's buffer: that is what the
+        client has not read, and past ``max_send_buffer`` the stream is cut off.
+        """
+        out = self._out
+        out.scheduled = False
+        if self._done or not out.buffer:
+            return
+        data = bytes(out.buffer)
+        out.buffer.clear()
+        self.ctx.metrics.bytes_out.inc(len(data))
+        try:
+            self.write(data)
+            self.flush().add_done_callback(self._written)
+        except Exception:  # the client went away meanwhile
+            self._end()
+            return
+        if _unsent(self) > self.ctx.settings.max_send_buffer:
             self.ctx.metrics.slow_consumers.inc()
             logger.warning(
                 "event stream %s cut off: send buffer over %d bytes",
@@ -328,37 +360,10 @@ class SseHandler(tornado.web.RequestHandler):
                 self.ctx.settings.max_send_buffer,
             )
             self._end(abort=True)
-            return
-        out.buffer += data
-        if not out.scheduled and not out.inflight:
-            out.scheduled = True
-            asyncio.get_running_loop().call_soon(self._write)
-
-    def _write(self) -> None:
-        """Hand what this tick queued to Tornado; one write in flight at a time."""
-        out = self._out
-        out.scheduled = False
-        if self._done or not out.buffer or out.inflight:
-            return
-        data = bytes(out.buffer)
-        out.buffer.clear()
-        out.inflight = len(data)
-        self.ctx.metrics.bytes_out.inc(len(data))
-        try:
-            self.write(data)
-            future = self.flush()
-        except Exception:  # the client went away meanwhile
-            self._end()
-            return
-        future.add_done_callback(self._written)
 
     def _written(self, future: asyncio.Future[None]) -> None:
-        self._out.inflight = 0
-        if future.cancelled() or future.exception() is not None:
+        if not future.cancelled() and future.exception() is not None:
             self._end()
-            return
-        if self._out.buffer:
-            self._write()
 
     # -- the end ---------------------------------------------------------------------
 
