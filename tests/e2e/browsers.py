@@ -57,6 +57,7 @@ class FirefoxBrowser:
         )
         self._next = 0
         self._lock = threading.Lock()
+        self._exposed: dict[str, Any] = {}
 
     def call(self, cmd: str, timeout: float = 60.0, **args: Any) -> Any:
         """Send one command and wait for its answer."""
@@ -69,12 +70,19 @@ class FirefoxBrowser:
             timer = threading.Timer(timeout, self._proc.kill)  # a hung browser fails the test
             timer.start()
             try:
-                line = self._proc.stdout.readline()
+                while True:
+                    line = self._proc.stdout.readline()
+                    if not line:
+                        raise BridgeError(f"the Firefox bridge exited ({cmd})")
+                    answer = json.loads(line)
+                    if "callback" not in answer:
+                        break
+                    # the page called an exposed function: answer it, then keep waiting
+                    value = self._exposed[answer["callback"]](*answer["args"])
+                    self._proc.stdin.write(json.dumps({"cb": answer["cb"], "value": value}) + "\n")
+                    self._proc.stdin.flush()
             finally:
                 timer.cancel()
-        if not line:
-            raise BridgeError(f"the Firefox bridge exited ({cmd})")
-        answer = json.loads(line)
         if not answer["ok"]:
             raise BridgeError(answer["error"])
         return answer["value"]
@@ -136,6 +144,11 @@ class FirefoxPage:
 
     def set_content(self, html: str) -> None:
         self._browser.call("setContent", html=html)
+
+    def expose_function(self, name: str, function: Any) -> None:
+        """Make ``window[name]`` call ``function`` in this process (answered during commands)."""
+        self._browser._exposed[name] = function
+        self._browser.call("exposeFunction", name=name)
 
     def evaluate(self, expression: str, arg: Any = None) -> Any:
         return self._browser.call("evaluate", expr=expression, arg=arg)

@@ -79,11 +79,20 @@ const commands = {
   },
 };
 
-const lines = readline.createInterface({ input: process.stdin });
-for await (const line of lines) {
-  if (!line.trim()) continue;
-  const request = JSON.parse(line);
-  if (request.cmd === "quit") break;
+// Functions exposed to the page call back into Python: {"callback": name, "args": [...],
+// "cb": n} goes out, {"cb": n, "value": ...} comes back while a command is in progress.
+const callbacks = new Map();
+let nextCallback = 0;
+commands.exposeFunction = async ({ name }) => {
+  await page.exposeFunction(name, (...args) => {
+    const cb = ++nextCallback;
+    process.stdout.write(JSON.stringify({ callback: name, args, cb }) + "\n");
+    return new Promise((resolve) => callbacks.set(cb, resolve));
+  });
+  return null;
+};
+
+async function run(request) {
   let answer;
   try {
     const value = await commands[request.cmd](request);
@@ -93,4 +102,21 @@ for await (const line of lines) {
   }
   process.stdout.write(JSON.stringify(answer) + "\n");
 }
-await browser.close();
+
+const lines = readline.createInterface({ input: process.stdin });
+lines.on("line", (line) => {
+  if (!line.trim()) return;
+  const request = JSON.parse(line);
+  if (request.cmd === "quit") {
+    lines.close();
+    browser.close().then(() => process.exit(0));
+    return;
+  }
+  if (request.cmd === undefined && callbacks.has(request.cb)) {
+    const resolve = callbacks.get(request.cb);
+    callbacks.delete(request.cb);
+    resolve(request.value);
+    return;
+  }
+  run(request);
+});
