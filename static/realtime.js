@@ -192,6 +192,7 @@
     this.transport = this._transports[0] || "websocket";
     this._failures = 0; // attempts of this transport that failed before "welcome"
     this._gotWelcome = false;
+    this._opened = false;
     this._wsWorked = false;
     this._upgradeDelay = this.options.upgradeDelay;
     this._probe = null;
@@ -327,6 +328,7 @@
 
   RealtimeClient.prototype._open = function () {
     this._gotWelcome = false;
+    this._opened = false;
     if (this.transport === "sse") {
       this._openSse();
       return;
@@ -341,6 +343,9 @@
     this._ws = ws;
     this._ready = false;
     var self = this;
+    ws.onopen = function () {
+      if (ws === self._ws) self._opened = true;
+    };
     ws.onmessage = function (ev) {
       if (ws === self._ws) self._receive(ev.data);
     };
@@ -398,7 +403,9 @@
 
   RealtimeClient.prototype._afterClose = function (code, reason, wasConnected) {
     if (this._closed) return;
-    if (!this._gotWelcome) this._transportFailed();
+    // the transport did not get through (never opened, or opened into silence); a server
+    // that answered and closed (1011, 1013...) is a server problem, not a blocked network
+    if (!this._gotWelcome && (!this._opened || code === 4000)) this._transportFailed();
     if (code === 1008) {
       if (wasConnected) this._emit("disconnected", { code: code, reason: reason, reconnect: false });
       this._stop({ code: "policy_violation", message: reason || "closed by the server (1008)", closeCode: code });
@@ -769,7 +776,9 @@
     });
     var self = this;
     sock.source.onopen = function () {
-      if (sock === self._ws) sock.readyState = OPEN;
+      if (sock !== self._ws) return;
+      sock.readyState = OPEN;
+      self._opened = true;
     };
     sock.source.onmessage = function (ev) {
       if (sock === self._ws) self._receive(ev.data);
