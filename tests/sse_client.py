@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import socket
+import ssl
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -41,6 +42,7 @@ class SseStream:
         headers: dict[str, str] | None = None,
         rcvbuf: int | None = None,
         timeout: float = 10.0,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         params: list[tuple[str, str]] = [("channel", c) for c in channels]
         if token is not None:
@@ -52,6 +54,8 @@ class SseStream:
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         self.sock.settimeout(timeout)
         self.sock.connect(("127.0.0.1", port))
+        if tls is not None:
+            self.sock = tls.wrap_socket(self.sock, server_hostname="127.0.0.1")
         lines = [f"GET /sse?{urlencode(params)} HTTP/1.1", f"Host: 127.0.0.1:{port}"]
         lines.append("Accept: text/event-stream")
         if last_event_id is not None:
@@ -73,7 +77,7 @@ class SseStream:
     def _recv(self) -> bool:
         try:
             data = self.sock.recv(65536)
-        except TimeoutError:
+        except (TimeoutError, ssl.SSLWantReadError):
             return True
         if not data:
             self._eof = True
