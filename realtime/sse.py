@@ -127,6 +127,7 @@ class SseHandler(tornado.web.RequestHandler):
         self._beat_group = -1
         self._timers: list[asyncio.TimerHandle] = []
         self._ended: asyncio.Future[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()  # subscribes in flight (kept referenced)
 
     # -- admission -------------------------------------------------------------------
 
@@ -240,7 +241,9 @@ class SseHandler(tornado.web.RequestHandler):
         channel.held = []
         channel.live = True
         self._by_name[name] = channel
-        asyncio.get_running_loop().create_task(self._subscribe(channel, since))
+        task = asyncio.get_running_loop().create_task(self._subscribe(channel, since))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _subscribe(self, channel: _Channel, since: Since | None) -> None:
         try:
