@@ -14,6 +14,7 @@ import os
 import shutil
 import subprocess
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -160,6 +161,9 @@ class FirefoxPage:
             "waitFor", timeout=timeout / 1000 + 30, expr=expression, arg=arg, ms=timeout
         )
         return _Handle(value)
+
+    def wait_for_timeout(self, milliseconds: float) -> None:
+        time.sleep(milliseconds / 1000)
 
     def close(self) -> None:
         self._browser.call("closePage")
