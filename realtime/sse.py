@@ -128,6 +128,9 @@ class SseHandler(tornado.web.RequestHandler):
         self._timers: list[asyncio.TimerHandle] = []
         self._ended: asyncio.Future[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()  # subscribes in flight (kept referenced)
+        # the latest frame per coalesced channel while the client is behind (latest wins)
+        self._deferred: dict[str, tuple[int, bytes]] | None = None
+        self._congested = self.ctx.settings.max_send_buffer // 2
 
     # -- admission -------------------------------------------------------------------
 
@@ -275,6 +278,14 @@ class SseHandler(tornado.web.RequestHandler):
         if state.held is not None:
             state.held.append((offset, frame))
             return
+        if coalesced and _unsent(self) > self._congested:
+            # a slow leaderboard watcher skips to the latest version instead of being cut off
+            if self._deferred is None:
+                self._deferred = {}
+            elif channel in self._deferred:
+                self.ctx.metrics.frames_skipped.inc()
+            self._deferred[channel] = (offset, frame)
+            return
         self._deliver(state, offset, frame)
 
     def push_resync(self, channel: str, offset: int, frame: bytes) -> None:
@@ -282,6 +293,8 @@ class SseHandler(tornado.web.RequestHandler):
         state = self._by_name.get(channel)
         if state is None or state.held is not None or self._done:
             return  # its own `subscribed` is on the way
+        if self._deferred is not None:
+            self._deferred.pop(channel, None)
         payload = frame_payload(frame)
         state.epoch = str(orjson.loads(payload)["epoch"])
         state.offset = offset
@@ -367,6 +380,14 @@ class SseHandler(tornado.web.RequestHandler):
     def _written(self, future: asyncio.Future[None]) -> None:
         if not future.cancelled() and future.exception() is not None:
             self._end()
+            return
+        deferred = self._deferred
+        if deferred and not self._done and _unsent(self) <= self._congested:
+            self._deferred = None
+            for channel, (offset, frame) in deferred.items():
+                state = self._by_name.get(channel)
+                if state is not None and state.held is None:
+                    self._deliver(state, offset, frame)
 
     # -- the end ---------------------------------------------------------------------
 

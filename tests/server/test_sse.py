@@ -385,3 +385,30 @@ def test_sigterm_ends_the_stream(memory_server: ServerProcess) -> None:
             stream.next(timeout=10)
     finally:
         stream.close()
+
+
+def test_slow_leaderboard_watcher_skips_to_latest(server_factory: Any, tmp_path: Any) -> None:
+    """As on the WebSocket: a stream behind on a coalesced channel is not cut off; it skips
+    to the latest event and gets it once it reads again."""
+    from tests.server.test_coalescing import metric, server_with_coalesce
+
+    server = server_with_coalesce(server_factory, tmp_path, 1, max_send_buffer="65536")
+    channel = "leaderboard:sse-slow"
+    slow = SseStream(server.port, [channel], rcvbuf=4096)
+    blob = "z" * 16000
+    published = 0
+    while published < 600 and metric(server, "realtime_frames_skipped_total") < 5:
+        for _ in range(10):
+            published += 1
+            server.publish({"channel": channel, "type": "t", "data": {"pad": blob}})
+        time.sleep(0.05)
+    try:
+        assert metric(server, "realtime_frames_skipped_total") >= 5, published
+        offsets: list[int] = []
+        while not offsets or offsets[-1] < published:
+            offsets.append(slow.until(lambda d: d["op"] == "event", timeout=5).data["offset"])
+        assert offsets[-1] == published
+        assert offsets == sorted(set(offsets)) and len(offsets) < published
+        assert metric(server, "realtime_slow_consumers_dropped_total") == 0
+    finally:
+        slow.close()
