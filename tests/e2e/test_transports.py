@@ -194,8 +194,11 @@ def test_es_module_import(page: Any, memory_server: Any) -> None:
                           version: RealtimeClient.version };
         window.startModule = (channel) => {
           const rt = new RealtimeClient("/ws");
-          rt.subscribe(channel, { onEvent: (e) => window.received.push(e.data.seq) });
-          return new Promise((resolve) => rt.on("connected", () => resolve(true)));
+          // resolved by the subscribed reply: what is published after it goes to onEvent
+          return new Promise((resolve) => rt.subscribe(channel, {
+            onState: () => resolve(true),
+            onEvent: (e) => window.received.push(e.data.seq),
+          }));
         };
         </script></body></html>"""
     )
