@@ -135,7 +135,7 @@ def test_falls_back_to_sse_and_returns_to_websocket(page: Any, memory_server: An
         }""",
         channel,
     )
-    wait_for(page, "window.log.connected === 1 && window.rt.transport === 'sse'", timeout=30)
+    wait_for(page, "window.log.states.length === 1 && window.rt.transport === 'sse'", timeout=30)
     _publish(memory_server, channel, 1, 3)
     wait_for(page, "window.log.events.length === 3")
 
@@ -157,7 +157,7 @@ def test_sse_subscription_changes_reopen_the_stream(page: Any, memory_server: An
     second = f"contest:e2e-{uuid.uuid4().hex[:8]}"
     _open(page, memory_server, "sse")
     page.evaluate("c => window.start(c)", first)
-    wait_for(page, "window.log.connected === 1 && window.rt.transport === 'sse'", timeout=30)
+    wait_for(page, "window.log.states.length === 1 && window.rt.transport === 'sse'", timeout=30)
     _publish(memory_server, first, 1, 2)
     wait_for(page, "window.log.events.length === 2")
     page.evaluate(

@@ -358,7 +358,7 @@ def test_token_expiry_drops_private_channels(server_factory: Any) -> None:
     """At exp: token_expired; one heartbeat later the private channels end, public ones stay."""
     server = server_factory(heartbeat="1")
     public = _channel()
-    token = make_token("5", ttl=1.2)
+    token = make_token("5", ttl=2.5)  # exp is whole seconds: valid for 1.5 s at least
     stream = SseStream(server.port, ["user:5", public], token=token)
     try:
         _subscribed(stream, 2)
