@@ -243,3 +243,36 @@ def test_plain_event_source_recovers_every_channel(
     )
     missed = {r["channel"]: [e["data"]["seq"] for e in r["missed"]] for r in replies}
     assert missed == {a: [3, 4], b: [1]}
+
+
+def _token(sub: str, ttl: float) -> str:
+    import jwt
+
+    from tests.conftest import TEST_SECRET
+
+    return jwt.encode({"sub": sub, "exp": int(time.time() + ttl)}, TEST_SECRET, algorithm="HS256")
+
+
+def test_sse_private_channel_and_token_refresh(page: Any, memory_server: Any) -> None:
+    """Over SSE the token rides in the URL: a private channel works, and when the token
+    expires the client fetches another and reopens the stream without losing an event."""
+    # long enough to outlive the fallback (the client renews a token 5 s before its exp)
+    page.expose_function("mintToken", lambda n: _token("1001", 12 if n == 1 else 3600))
+    _open(page, memory_server, "sse")
+    page.evaluate("c => window.start(c, {useGetToken: true})", "user:1001")
+    wait_for(page, "window.log.states.length === 1 && window.rt.transport === 'sse'", timeout=30)
+    assert page.evaluate("window.rt.user") == "1001"
+    _publish(memory_server, "user:1001", 1, 2)
+    wait_for(page, "window.log.events.length === 2")
+    assert page.evaluate("window.log.tokenCalls") == 1
+
+    # at exp the stream says token_expired; getToken, then a new stream with the new token
+    wait_for(page, "window.log.tokenCalls === 2", timeout=20)
+    wait_for(page, "window.log.connected === 2", timeout=20)
+    _publish(memory_server, "user:1001", 3, 4)
+    wait_for(page, "window.log.events.length === 4")
+    assert _seqs(page) == [1, 2, 3, 4]
+    assert page.evaluate("window.log.unsubscribed") == []
+    assert page.evaluate("window.log.errors") == []
+    assert page.evaluate("window.log.states.length") == 1
+    assert page.evaluate("window.rt.transport") == "sse"
