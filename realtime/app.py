@@ -15,6 +15,7 @@ from realtime.context import ServerContext
 from realtime.envelope import envelopes_from_body
 from realtime.errors import BrokerUnavailable, PublishError
 from realtime.handshake import WebSocketHandshake
+from realtime.sse import SseHandler
 
 logger = logging.getLogger(__name__)
 
@@ -199,6 +200,7 @@ def make_app(ctx: ServerContext) -> tornado.web.Application:
     args = {"ctx": ctx}
     routes: list[Any] = [
         (r"/ws", WebSocketHandshake, args),
+        (r"/sse", SseHandler, args),
         (r"/api/publish", PublishHandler, args),
         (r"/api/info", InfoHandler, args),
         (r"/healthz", HealthHandler, args),

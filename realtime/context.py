@@ -6,7 +6,7 @@ import asyncio
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from realtime.config import Settings
 from realtime.heartbeat import HeartbeatWheel
@@ -27,6 +27,8 @@ class ServerContext:
     metrics: Metrics
     heartbeat: HeartbeatWheel
     connections: set[Connection] = field(default_factory=set)
+    # open Server-Sent Events streams (realtime.sse): they count against the same limits
+    streams: set[Any] = field(default_factory=set)
     per_ip: Counter[str] = field(default_factory=Counter)
     # new-channel subscribes per client IP (see Session); freed with the IP's last connection
     ip_churn: dict[str, TokenBucket] = field(default_factory=dict)

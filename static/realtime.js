@@ -16,6 +16,10 @@
  * reconnect every live subscription is re-sent with `since` = the last delivered position;
  * the server replays what was missed (onEvent) or, when it cannot, the client resyncs
  * (onState with the current state, which may be null) and goes on from there.
+ *
+ * Transports: WebSocket first; where WebSocket connections keep failing (a proxy that
+ * blocks them) it falls back to Server-Sent Events (GET /sse) by itself, and tries the
+ * WebSocket again later. Also an ES module: `import RealtimeClient from "./realtime.mjs"`.
  */
 (function (root) {
   "use strict";
@@ -31,6 +35,11 @@
     tokenSkew: 5000, // a cached token this close to its exp is refreshed before reconnecting
     refreshAhead: 30000, // renew a token this long before its exp (at most half its lifetime)
     WebSocket: null, // WebSocket implementation (defaults to the global one)
+    EventSource: null, // EventSource implementation (defaults to the global one)
+    transports: ["websocket", "sse"], // in order of preference
+    sseUrl: null, // the event-stream URL (default: the WebSocket URL with /ws -> /sse)
+    fallbackAfter: 2, // WebSocket attempts failing before "welcome" before trying SSE
+    upgradeDelay: 30000, // on SSE, try the WebSocket again after this (doubles up to 10 min)
     debug: false, // log frames with console.debug
   };
 
@@ -46,6 +55,46 @@
     absolute.protocol = absolute.protocol === "https:" ? "wss:" : "ws:";
     return absolute.href;
   }
+
+  /** The event-stream URL that goes with a WebSocket URL: ws(s)://host/ws -> http(s)://host/sse. */
+  function resolveSseUrl(wsUrl, sseUrl) {
+    var loc = root.location;
+    if (sseUrl) return loc ? new URL(sseUrl, loc.href).href : sseUrl;
+    var url = new URL(wsUrl);
+    url.protocol = url.protocol === "wss:" ? "https:" : "http:";
+    url.pathname = url.pathname.replace(/\/ws\/?$/, "") + "/sse";
+    url.search = "";
+    url.hash = "";
+    return url.href;
+  }
+
+  /**
+   * An EventSource behind the few members of a WebSocket that the client uses: the
+   * stream's channels and token are fixed by its URL (a change reopens it).
+   */
+  function SseSocket(EventSourceImpl, baseUrl, subs, token) {
+    var params = [];
+    var positions = [];
+    var known = false;
+    this.channels = [];
+    for (var i = 0; i < subs.length; i++) {
+      this.channels.push(subs[i].channel);
+      params.push("channel=" + encodeURIComponent(subs[i].channel));
+      positions.push(subs[i].epoch === null ? "" : subs[i].epoch + ":" + subs[i].offset);
+      if (subs[i].epoch !== null) known = true;
+    }
+    if (token) params.push("token=" + encodeURIComponent(token));
+    // where each channel stands; a reconnect of the EventSource itself sends Last-Event-ID
+    if (known) params.push("last_event_id=" + encodeURIComponent(positions.join(",")));
+    this.token = token;
+    this.readyState = 0;
+    this.source = new EventSourceImpl(baseUrl + (params.length ? "?" + params.join("&") : ""));
+  }
+
+  SseSocket.prototype.close = function () {
+    this.readyState = 3;
+    this.source.close();
+  };
 
   /** Return a JWT's claims, or {} (never verifies anything). */
   function tokenClaims(token) {
@@ -188,6 +237,21 @@
     this.session = null;
     this.user = null;
     this._WebSocket = this.options.WebSocket || root.WebSocket;
+    this._EventSource = this.options.EventSource || root.EventSource;
+    this.sseUrl = resolveSseUrl(this.url, this.options.sseUrl);
+    this._transports = (this.options.transports || []).filter(function (name) {
+      return name === "websocket" ? !!this._WebSocket : name === "sse" && !!this._EventSource;
+    }, this);
+    this.transport = this._transports[0] || "websocket";
+    this._failures = 0; // attempts of this transport that failed before "welcome"
+    this._gotWelcome = false;
+    this._opened = false;
+    this._wsWorked = false;
+    this._upgradeDelay = this.options.upgradeDelay;
+    this._probe = null;
+    this._probeTimer = null;
+    this._reopenTimer = null;
+    this._awaitingAuth = false;
     this._token = options.token || null;
     var refresh = options.refresh === undefined ? renderedRefresh(options.token) : options.refresh;
     this._getToken =
@@ -332,6 +396,12 @@
   };
 
   RealtimeClient.prototype._open = function () {
+    this._gotWelcome = false;
+    this._opened = false;
+    if (this.transport === "sse") {
+      this._openSse();
+      return;
+    }
     var ws;
     try {
       ws = new this._WebSocket(this.url);
@@ -342,6 +412,9 @@
     this._ws = ws;
     this._ready = false;
     var self = this;
+    ws.onopen = function () {
+      if (ws === self._ws) self._opened = true;
+    };
     ws.onmessage = function (ev) {
       if (ws === self._ws) self._receive(ev.data);
     };
@@ -367,6 +440,14 @@
     this._clearTimer("_connectTimer");
     this._clearTimer("_stableTimer");
     this._clearTimer("_renewTimer");
+    this._clearTimer("_reopenTimer");
+    this._clearTimer("_probeTimer");
+    this._awaitingAuth = false;
+    if (this._probe) {
+      var probe = this._probe;
+      this._probe = null;
+      probe.close();
+    }
     this._subs.forEach(function (sub) {
       if (sub.active) sub.status = "pending";
       if (sub._retryTimer) {
@@ -392,6 +473,9 @@
 
   RealtimeClient.prototype._afterClose = function (code, reason, wasConnected) {
     if (this._closed) return;
+    // the transport did not get through (never opened, or opened into silence); a server
+    // that answered and closed (1011, 1013...) is a server problem, not a blocked network
+    if (!this._gotWelcome && (!this._opened || code === 4000)) this._transportFailed();
     if (code === 1008) {
       if (wasConnected) this._emit("disconnected", { code: code, reason: reason, reconnect: false });
       this._stop({ code: "policy_violation", message: reason || "closed by the server (1008)", closeCode: code });
@@ -456,6 +540,7 @@
       self._attempt = 0;
     }, this.options.stableAfter);
     this._setState("connected");
+    if (this.transport === "sse") this._scheduleProbe();
     this._resubscribeAll();
     this._emit("connected", { session: this.session, user: this.user });
   };
@@ -556,6 +641,7 @@
   // ---------------------------------------------------------------- messages
 
   RealtimeClient.prototype._send = function (message) {
+    if (this.transport === "sse") return this._sseCommand(message);
     var ws = this._ws;
     if (!ws || ws.readyState !== OPEN) return false;
     var text = JSON.stringify(message);
@@ -615,6 +701,9 @@
   };
 
   RealtimeClient.prototype._onWelcome = function (msg) {
+    this._gotWelcome = true;
+    this._failures = 0;
+    if (this.transport === "websocket") this._wsWorked = true;
     this.session = msg.session || null;
     if (typeof msg.time === "number") this.serverTimeOffset = msg.time - Date.now();
     this._authRetried = false;
@@ -623,6 +712,7 @@
   };
 
   RealtimeClient.prototype._onAuthed = function (msg) {
+    this._awaitingAuth = false;
     this.user = msg.user != null ? String(msg.user) : null;
     this._authRetried = false;
     this._scheduleRenewal();
@@ -698,6 +788,11 @@
 
   RealtimeClient.prototype._onError = function (msg, pending) {
     var err = { code: msg.code || "error", message: msg.message || "", channel: msg.channel || null };
+    if (!pending && this._awaitingAuth && !msg.channel) {
+      // an event stream answers the token of its URL without an id
+      this._awaitingAuth = false;
+      pending = { kind: "auth" };
+    }
     if (pending && pending.kind === "auth") {
       if (err.code === "token_expired" && this._getToken && !this._authRetried) {
         this._authRetried = true;
@@ -761,6 +856,153 @@
       this._pending.set(String(id), { kind: "unsubscribe", sub: sub });
       this._send({ op: "unsubscribe", channel: sub.channel, id: id });
     }
+  };
+
+  // ---------------------------------------------------------------- Server-Sent Events
+
+  RealtimeClient.prototype._openSse = function () {
+    var subs = [];
+    this._subs.forEach(function (sub) {
+      if (sub.active) subs.push(sub);
+    });
+    var sock;
+    try {
+      sock = new SseSocket(this._EventSource, this.sseUrl, subs, this._token);
+    } catch (err) {
+      this._stop({ code: "bad_url", message: "cannot open " + this.sseUrl + ": " + describe(err) });
+      return;
+    }
+    this._ws = sock;
+    this._ready = false;
+    // the URL subscribes them: their `subscribed` messages come without an id
+    subs.forEach(function (sub) {
+      sub.status = "sent";
+      sub._sentSince = sub.position;
+    });
+    var self = this;
+    sock.source.onopen = function () {
+      if (sock !== self._ws) return;
+      sock.readyState = OPEN;
+      self._opened = true;
+    };
+    sock.source.onmessage = function (ev) {
+      if (sock === self._ws) self._receive(ev.data);
+    };
+    sock.source.onerror = function () {
+      // the stream ended or could not start: reconnect through our own back-off, with the
+      // positions in the URL (not the EventSource's own retry, which keeps an old token)
+      if (sock !== self._ws) return;
+      sock.close();
+      self._handleClose(1006, "event stream ended");
+    };
+    this._connectTimer = setTimeout(function () {
+      if (sock === self._ws && !self._ready) {
+        self._dropSocket();
+        self._afterClose(4000, "connect timeout", false);
+      }
+    }, this.options.connectTimeout);
+  };
+
+  /** A command on an event stream: the stream's URL says it all, so a change reopens it. */
+  RealtimeClient.prototype._sseCommand = function (message) {
+    var sock = this._ws;
+    if (!sock) return false;
+    if (message.op === "auth") {
+      if (!this._ready && message.token === sock.token) this._awaitingAuth = true;
+      else this._reopenSse();
+    } else if (message.op === "subscribe") {
+      if (sock.channels.indexOf(message.channel) < 0) this._reopenSse();
+    } else if (message.op === "unsubscribe") {
+      this._reopenSse();
+    }
+    return true;
+  };
+
+  /** Replace the event stream (new channels or token); positions make it lossless. */
+  RealtimeClient.prototype._reopenSse = function () {
+    if (this._reopenTimer) return;
+    var self = this;
+    this._reopenTimer = setTimeout(function () {
+      self._reopenTimer = null;
+      if (self.transport !== "sse" || !self._ws || self._closed) return;
+      self._dropSocket();
+      self._openSse();
+    }, 0);
+  };
+
+  RealtimeClient.prototype._transportFailed = function () {
+    this._failures++;
+    // a WebSocket that worked before on this page is probably a restarting server
+    var limit = this.options.fallbackAfter * (this.transport === "websocket" && this._wsWorked ? 3 : 1);
+    if (this._failures < limit) return;
+    var others = this._transports.filter(function (name) {
+      return name !== this.transport;
+    }, this);
+    if (others.length) this._switchTransport(others[0]);
+  };
+
+  RealtimeClient.prototype._switchTransport = function (name) {
+    this._failures = 0;
+    if (this.transport === name) return;
+    this.transport = name;
+    if (this.options.debug && root.console) root.console.debug("realtime: transport", name);
+    this._emit("transport", name);
+  };
+
+  /** On SSE, see now and then whether a WebSocket gets through; if so, move back to it. */
+  RealtimeClient.prototype._scheduleProbe = function () {
+    if (this._probeTimer || this._probe || this._transports.indexOf("websocket") < 0) return;
+    var self = this;
+    this._probeTimer = setTimeout(function () {
+      self._probeTimer = null;
+      self._probeWebSocket();
+    }, this._upgradeDelay);
+  };
+
+  RealtimeClient.prototype._probeWebSocket = function () {
+    var self = this;
+    var ws;
+    try {
+      ws = new this._WebSocket(this.url);
+    } catch (err) {
+      return;
+    }
+    var timer = null;
+    var probe = {
+      close: function () {
+        clearTimeout(timer);
+        try {
+          ws.close(1000, "probe");
+        } catch (err) {
+          // already closed
+        }
+      },
+    };
+    this._probe = probe;
+    function finish(ok) {
+      if (self._probe !== probe) return;
+      self._probe = null;
+      probe.close();
+      if (self._closed || self.transport !== "sse") return;
+      if (ok) {
+        self._upgradeDelay = self.options.upgradeDelay;
+        self._switchTransport("websocket");
+        self._dropSocket(1000, "back to WebSocket");
+        self._connect(); // subscriptions resume with `since`: nothing lost
+      } else {
+        self._upgradeDelay = Math.min(self._upgradeDelay * 2, 600000);
+        if (self._ready) self._scheduleProbe();
+      }
+    }
+    ws.onmessage = function (ev) {
+      finish(typeof ev.data === "string" && ev.data.indexOf('"welcome"') >= 0);
+    };
+    ws.onclose = function () {
+      finish(false);
+    };
+    timer = setTimeout(function () {
+      finish(false);
+    }, this.options.connectTimeout);
   };
 
   // ---------------------------------------------------------------- helpers

@@ -1,4 +1,6 @@
-"""End-to-end fixtures: headless Chromium (Debian's package) driving real server processes.
+"""End-to-end fixtures: headless Chromium and Firefox (Debian's packages) driving real servers.
+
+A module opts into Firefox too with ``BOTH_BROWSERS`` (see tests/e2e/browsers.py).
 
 The browser is Debian's ``chromium`` (``/usr/bin/chromium``, or ``REALTIME_E2E_CHROMIUM``)
 driven by Playwright for Python through ``executable_path``; Playwright's own browser
@@ -80,8 +82,33 @@ def _chromium_or_skip() -> str:
 
 
 @pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    """One headless Chromium per test module (its event loop must not outlive the module)."""
+def browser_name(request: pytest.FixtureRequest) -> str:
+    """``chromium`` unless a module parametrizes it (``BOTH_BROWSERS``)."""
+    return str(getattr(request, "param", "chromium"))
+
+
+# a module whose tests run in Chromium and in Firefox: pytestmark = [..., BOTH_BROWSERS]
+BOTH_BROWSERS = pytest.mark.parametrize(
+    "browser_name", ["chromium", "firefox"], indirect=True, scope="module"
+)
+
+
+@pytest.fixture(scope="module")
+def browser(browser_name: str) -> Iterator[Any]:
+    """One headless browser per test module (its event loop must not outlive the module).
+
+    Chromium through Playwright; Firefox through puppeteer-core over WebDriver BiDi
+    (tests/e2e/browsers.py).
+    """
+    if browser_name == "firefox":
+        from tests.e2e.browsers import FirefoxBrowser, firefox_or_skip
+
+        firefox = FirefoxBrowser(firefox_or_skip())
+        try:
+            yield firefox
+        finally:
+            firefox.close()
+        return
     executable = _chromium_or_skip()
     from playwright.sync_api import sync_playwright
 
@@ -105,6 +132,15 @@ class PageProblems:
 @pytest.fixture
 def page(browser: Any) -> Iterator[Any]:
     """A fresh browser context and page; page errors are kept in ``page.problems``."""
+    from tests.e2e.browsers import FirefoxBrowser
+
+    if isinstance(browser, FirefoxBrowser):
+        firefox_page = browser.new_page()
+        try:
+            yield firefox_page
+        finally:
+            firefox_page.close()
+        return
     context = browser.new_context(viewport={"width": 1440, "height": 900})
     new_page = context.new_page()
     problems = PageProblems()

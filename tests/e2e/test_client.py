@@ -13,9 +13,9 @@ import pytest
 from realtime.brokers.redis_layout import PUBLISH_SCRIPT, publish_args
 from realtime.config import Settings
 from tests.conftest import TEST_SECRET
-from tests.e2e.conftest import open_test_page, wait_for
+from tests.e2e.conftest import BOTH_BROWSERS, open_test_page, wait_for
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, BOTH_BROWSERS]
 
 
 def _events(page: Any) -> list[dict[str, Any]]:

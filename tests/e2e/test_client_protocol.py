@@ -21,9 +21,9 @@ from websockets.asyncio.server import ServerConnection, serve
 from websockets.http11 import Request, Response
 
 from tests.conftest import free_port
-from tests.e2e.conftest import TEST_PAGE, wait_for
+from tests.e2e.conftest import BOTH_BROWSERS, TEST_PAGE, wait_for
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, BOTH_BROWSERS]
 
 CLIENT_JS = Path(__file__).resolve().parent.parent.parent / "static" / "realtime.js"
 CHANNEL = "contest:scripted"
