@@ -27,7 +27,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clients", type=int, default=300)
     parser.add_argument("--seed", type=int, default=None, help="default: a random one")
     parser.add_argument(
-        "--transports", default="redis,amqp", help="clusters to run (redis, amqp or both)"
+        "--transports",
+        default="redis,amqp",
+        help="comma-separated clusters: redis,amqp (default), redis or amqp",
     )
     parser.add_argument("--rate", type=float, default=25.0, help="events/s per cluster")
     parser.add_argument("--amqp-url", default=AMQP_URL)
