@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from datetime import timedelta
 
-from django.db import OperationalError, connections, router, transaction
+from django.db import InterfaceError, OperationalError, connections, router, transaction
 from django.utils import timezone
 
 from django_bridge.conf import get_settings
@@ -146,7 +146,7 @@ def run_relay(
     while not stop():
         try:
             sent = relay_batch(using, batch)
-        except (BrokerUnavailable, OperationalError) as exc:
+        except (BrokerUnavailable, OperationalError, InterfaceError) as exc:
             # OperationalError: the database went away; Django reconnects on the next query
             logger.warning("realtime relay: %s, retrying: %s", type(exc).__name__, exc)
             connections[_db(using)].close_if_unusable_or_obsolete()

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from bridge_helpers import RealtimeServer, WsClient, free_port, unique_channel
+from bridge_helpers import RealtimeServer, WsClient, free_port, start_server, unique_channel
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
@@ -144,21 +144,58 @@ def test_gunicorn_gevent_workers_publish_from_many_greenlets(
     assert [answer["transports"] for answer in answers] == [per_request] * 4, answers
 
 
-@pytest.mark.parametrize("transport", ["redis", "http"])
-def test_fork_after_import_never_shares_a_connection(
-    bridge_server: RealtimeServer, transport: str
-) -> None:
-    """A parent that published, 4 forked children publishing, the parent again: all once."""
+@pytest.fixture(params=["redis", "http", "amqp"])
+def publish_target(
+    request: pytest.FixtureRequest, bridge_server: RealtimeServer
+) -> Iterator[tuple[str, dict[str, str]]]:
+    """(WebSocket URL, environment of a publishing process) for each transport.
+
+    amqp: a server of its own on RabbitMQ (a unique exchange) with the Redis store.
+    """
     import bridge_sample_settings as sample
 
+    if request.param != "amqp":
+        yield bridge_server.ws_url, realtime_env(bridge_server, request.param, sample)
+        return
+    from tests.conftest import AMQP_URL, require_service
+
+    url = require_service(AMQP_URL, 5672)
+    exchange = request.getfixturevalue("exchange")
+    server = start_server(
+        {
+            "REALTIME_BROKER_URL": url,
+            "REALTIME_AMQP_EXCHANGE": exchange,
+            "REALTIME_REDIS_URL": sample.REDIS_URL,
+            "REALTIME_REDIS_PREFIX": sample.REDIS_PREFIX,
+        }
+    )
+    try:
+        settings = {
+            **sample.REALTIME,
+            "BROKER_URL": url,
+            "EXCHANGE": exchange,
+            "REDIS_URL": sample.REDIS_URL,
+            "URL": server.ws_url,
+        }
+        env = {**os.environ, "RT_TEST_REALTIME": json.dumps(settings), "PYTHONUNBUFFERED": "1"}
+        yield server.ws_url, env
+    finally:
+        server.stop()
+
+
+def test_fork_after_import_never_shares_a_connection(
+    publish_target: tuple[str, dict[str, str]],
+) -> None:
+    """A parent that published, 4 forked children publishing, the parent again: all once."""
+    ws_url, env = publish_target
     channel = unique_channel()
-    ws = WsClient(bridge_server.ws_url)
+    ws = WsClient(ws_url)
     try:
         ws.subscribe(channel)
         result = subprocess.run(
             [sys.executable, str(HERE / "fork_publisher.py"), channel, "4", "25"],
             cwd=ROOT,
-            env=realtime_env(bridge_server, transport, sample),
+            env=env,
             capture_output=True,
             timeout=60,
         )

@@ -228,3 +228,21 @@ def test_stats_and_orders_reach_every_worker_and_node(cluster: list[ServerProces
 
     wait_for(lambda: three_workers(multi), timeout=15, what="three workers on two nodes")
     asyncio.run(scenario())
+
+
+def test_disconnect_reaches_another_node_over_rabbitmq(
+    server_factory: Any, exchange: str, amqp_url: str
+) -> None:
+    """On the amqp broker too, an order given to one node closes the user's client on another."""
+    nodes = [server_factory(broker_url=amqp_url, amqp_exchange=exchange) for _ in range(2)]
+
+    async def scenario() -> None:
+        victim = await authed(nodes[0], "frank")
+        bystander = await authed(nodes[0], "grace")
+        status, _ = call(nodes[1], "POST", "/api/users/frank/disconnect")
+        assert status == 202
+        assert await victim.closed_code() == 1008
+        assert (await bystander.subscribe("contest:1"))["op"] == "subscribed"
+        await bystander.ws.close()
+
+    asyncio.run(scenario())
