@@ -88,17 +88,26 @@ class Admin:
             state=False,
             id=None,  # never retried: no de-duplication key to store
         )
-        return (await self.ctx.node.publish(envelope)).offset
+        # the broker directly, not Node.publish: control traffic stays out of the metrics
+        return (await self.ctx.node.broker.publish(envelope)).offset
 
     def _on_control(self, event: Event) -> None:
         try:
             message = orjson.loads(event.json)
             kind, data = message["type"], message["data"]
-        except (orjson.JSONDecodeError, KeyError, TypeError):
+            if not isinstance(data, dict) or (kind != "admin.stats" and "user" not in data):
+                raise TypeError("not an order")
+            channels = data.get("channels") if kind == "admin.revoke" else None
+            if channels is not None and not (
+                isinstance(channels, list) and all(isinstance(c, str) for c in channels)
+            ):
+                raise TypeError("channels is not a list of names")
+            key = (str(data.get("node")), int(data.get("pid") or 0))
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            # anyone with the API key can publish here too: never let it break the listener
             logger.warning("malformed control event at offset %d", event.offset)
             return
         if kind == "admin.stats":
-            key = (str(data.get("node")), int(data.get("pid", 0)))
             self.peers[key] = data
             self._heard[key] = time.monotonic()
         elif kind == "admin.disconnect":
@@ -111,7 +120,6 @@ class Admin:
             logger.warning("control: disconnected user=%s (%d connection(s) here)", user, closed)
         elif kind == "admin.revoke":
             user = str(data["user"])
-            channels = data.get("channels")
             dropped = 0
             for conn in list(self.ctx.connections):
                 if conn.session.identity.user == user:

@@ -246,3 +246,29 @@ def test_disconnect_reaches_another_node_over_rabbitmq(
         await bystander.ws.close()
 
     asyncio.run(scenario())
+
+
+def test_malformed_control_events_are_ignored(memory_server: ServerProcess) -> None:
+    """Junk published on the control channel (with the API key) breaks nothing."""
+    for data in ([1, 2], {"no": "user"}, {"user": "x", "channels": "all"}, {"pid": "abc"}):
+        for kind in ("admin.disconnect", "admin.revoke", "admin.stats", "admin.other"):
+            memory_server.publish({"channel": "rtadmin:control", "type": kind, "data": data})
+
+    async def scenario() -> None:
+        victim = await authed(memory_server, "henry")
+        assert call(memory_server, "POST", "/api/users/henry/disconnect")[0] == 202
+        assert await victim.closed_code() == 1008
+
+    asyncio.run(scenario())
+    assert "Traceback" not in memory_server.log()
+
+
+def test_clients_cannot_subscribe_to_the_control_channel(memory_server: ServerProcess) -> None:
+    """rtadmin:control is no namespace of the contract: subscribing is refused."""
+
+    async def scenario() -> None:
+        async with await Client.open(memory_server.ws_url) as client:
+            reply = await client.subscribe("rtadmin:control")
+            assert reply["op"] == "error" and reply["code"] == "unknown_channel", reply
+
+    asyncio.run(scenario())
