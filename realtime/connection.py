@@ -643,6 +643,38 @@ class Connection:
         self._held = None
         self._deferred = None
 
+    # -- operator control (realtime.admin) -------------------------------------------
+
+    def disconnect(self, reason: str) -> None:
+        """Close with 1008 (policy violation): the browser client does not reconnect."""
+        self._close(CloseCode.POLICY_VIOLATION, reason)
+
+    def revoke(self, channels: list[str] | None, reason: str) -> list[str]:
+        """Drop subscriptions and send each an ``unsubscribed`` with ``reason``.
+
+        ``channels`` None: every non-public one, and the connection continues as anonymous
+        (as after token expiry). Returns the channels dropped.
+        """
+        from realtime.auth import ANONYMOUS  # here: this section is all realtime.admin adds
+
+        if self._closing or self._done:
+            return []
+        session = self.session
+        if channels is None:
+            namespaces = self.ctx.settings.namespaces
+            dropped = [
+                c
+                for c in session.channels
+                if (ns := namespaces.get(c.split(":", 1)[0])) is None or ns.access != "public"
+            ]
+            session.identity = ANONYMOUS
+        else:
+            dropped = [c for c in channels if c in session.channels]
+        for channel in sorted(dropped):
+            session.channels.discard(channel)
+            self._do(Unsubscribe(channel, None, reason))
+        return dropped
+
 
 _EVENT, _RESYNC, _EPOCH = 0, 1, 2  # kinds of held frames
 
