@@ -81,6 +81,8 @@ class Admin:
         Raises:
             BrokerUnavailable: the broker cannot take it now (nothing was ordered).
         """
+        if kind != "stats":
+            data = {**data, "at": time.time()}  # one cut for every node: older tokens refused
         envelope = Envelope(
             channel=CONTROL_CHANNEL,
             type=f"admin.{kind}",
@@ -112,6 +114,7 @@ class Admin:
             self._heard[key] = time.monotonic()
         elif kind == "admin.disconnect":
             user = str(data["user"])
+            self.ctx.revoke_user(user, float(data.get("at") or time.time()))
             closed = 0
             for conn in list(self.ctx.connections):
                 if conn.session.identity.user == user:
@@ -120,6 +123,8 @@ class Admin:
             logger.warning("control: disconnected user=%s (%d connection(s) here)", user, closed)
         elif kind == "admin.revoke":
             user = str(data["user"])
+            if channels is None:  # every private channel: the user's tokens are revoked too
+                self.ctx.revoke_user(user, float(data.get("at") or time.time()))
             dropped = 0
             for conn in list(self.ctx.connections):
                 if conn.session.identity.user == user:
@@ -307,7 +312,7 @@ class RevokeHandler(_UserOrderHandler):
         if channels is None:
             return {"channels": None}
         if not isinstance(channels, list) or not all(
-            isinstance(c, str) and CHANNEL_RE.match(c) for c in channels
+            isinstance(c, str) and CHANNEL_RE.fullmatch(c) for c in channels
         ):
             raise ValueError("channels must be a list of channel names")
         return {"channels": channels}

@@ -85,7 +85,7 @@ class Connection:
     def __init__(self, ctx: ServerContext, ip: str) -> None:
         self.ctx = ctx
         self.ip = ip
-        self.session = Session(ctx.settings, ip_churn=ctx.ip_churn_bucket(ip))
+        self.session = Session(ctx.settings, ip_churn=ctx.ip_churn_bucket(ip), revoked=ctx.revoked)
         self.session_id = secrets.token_urlsafe(12)
         # frames queued this tick: the first in a slot (the common case, one event per
         # tick, touches no list), any further ones in a reused list
@@ -174,6 +174,7 @@ class Connection:
                 del ctx.per_ip[self.ip]
                 ctx.ip_churn.pop(self.ip, None)
         ctx.metrics.connections.set(len(ctx.connections))
+        ctx.metrics.closes.labels(str(self.close_code or 1006)).inc()
         if ctx.shutting_down and not ctx.connections:
             ctx.all_closed.set()
         logger.info(

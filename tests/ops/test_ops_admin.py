@@ -96,6 +96,31 @@ def test_revoke_drops_private_subscriptions_and_identity(memory_server: ServerPr
     asyncio.run(scenario())
 
 
+def test_a_revoked_user_cannot_come_back_with_the_old_token(memory_server: ServerProcess) -> None:
+    """Revoke and disconnect refuse the tokens issued until then; a newer token works."""
+    import time
+
+    async def scenario() -> None:
+        old = make_token("erin", iat=int(time.time()) - 5)
+        async with await Client.open(memory_server.ws_url) as erin:
+            assert (await erin.auth(old))["op"] == "authed"
+            assert call(memory_server, "POST", "/api/users/erin/revoke")[0] == 202
+            await asyncio.sleep(0.3)  # the order travels through the broker
+            again = await erin.auth(old)
+            assert again["op"] == "error" and again["code"] == "forbidden", again
+            assert (await erin.subscribe("user:erin"))["code"] == "unauthorized"
+        assert call(memory_server, "POST", "/api/users/frank/disconnect")[0] == 202
+        await asyncio.sleep(0.3)
+        async with await Client.open(memory_server.ws_url) as frank:
+            refused = await frank.auth(make_token("frank", iat=int(time.time()) - 5))
+            assert refused["op"] == "error" and refused["code"] == "forbidden", refused
+            await asyncio.sleep(1.1)  # a token minted after the order (iat has seconds)
+            fresh = await frank.auth(make_token("frank", iat=int(time.time())))
+            assert fresh["op"] == "authed", fresh
+
+    asyncio.run(scenario())
+
+
 def test_revoke_listed_channels_only(memory_server: ServerProcess) -> None:
     """With a channel list, only those subscriptions are dropped."""
 
