@@ -18,10 +18,10 @@ logger = logging.getLogger(__name__)
 def channel_positions(channels: Sequence[str]) -> dict[str, dict[str, Any]]:
     """Return ``{channel: {"epoch": E, "offset": N}}`` read now, or {} if unavailable.
 
-    Available with the redis transport and with amqp + ``REDIS_URL``; over http the
-    contract has no read endpoint, so pages subscribe without ``since`` (they still get the
-    channel's state on subscribe). A store that is down costs the page its ``since``, never
-    the page itself.
+    Available with the redis transport, with amqp + ``REDIS_URL``, and over http from the
+    server's ``GET /api/channels/<name>`` (without it, pages subscribe without ``since``
+    and still get the channel's state on subscribe). A store that is down costs the page
+    its ``since``, never the page itself.
     """
     if not channels:
         return {}

@@ -12,17 +12,20 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import socket
+import time
+from collections.abc import Callable
 from datetime import timedelta
 
-from django.db import OperationalError, connections, router, transaction
+from django.db import InterfaceError, OperationalError, connections, router, transaction
 from django.utils import timezone
 
 from django_bridge.conf import get_settings
 from django_bridge.models import OutboxEvent, RelayLease
 from django_bridge.transports import get_transport
 from realtime.envelope import Envelope
-from realtime.errors import PublishError
+from realtime.errors import BrokerUnavailable, PublishError
 
 logger = logging.getLogger(__name__)
 
@@ -119,3 +122,40 @@ def purge_sent(older_than: timedelta, using: str | None = None) -> int:
     cutoff = timezone.now() - older_than
     deleted, _ = OutboxEvent.objects.using(_db(using)).filter(sent_at__lt=cutoff).delete()
     return deleted
+
+
+def run_relay(
+    using: str | None = None,
+    batch: int | None = None,
+    *,
+    purge_after: float = 3600.0,
+    max_backoff: float = 30.0,
+    stop: Callable[[], bool] = lambda: False,
+) -> None:
+    """Send pending rows until ``stop()`` is true (checked between batches).
+
+    A broker outage of any length only delays the rows: each failed batch is rolled back
+    and retried after a jittered back-off doubling from 0.5 s to ``max_backoff`` seconds.
+    A lost database connection is retried the same way. Sent rows older than
+    ``purge_after`` seconds are deleted once a minute (0 keeps them).
+    """
+    poll = get_settings().outbox_poll
+    backoff = 0.5
+    last_purge = 0.0
+    logger.info("realtime relay %s started", HOLDER)
+    while not stop():
+        try:
+            sent = relay_batch(using, batch)
+        except (BrokerUnavailable, OperationalError, InterfaceError) as exc:
+            # OperationalError: the database went away; Django reconnects on the next query
+            logger.warning("realtime relay: %s, retrying: %s", type(exc).__name__, exc)
+            connections[_db(using)].close_if_unusable_or_obsolete()
+            time.sleep(min(backoff, max_backoff) * random.uniform(0.5, 1.0))
+            backoff = min(backoff * 2, max_backoff)
+            continue
+        backoff = 0.5
+        if purge_after > 0 and time.monotonic() - last_purge > 60:
+            purge_sent(timedelta(seconds=purge_after), using)
+            last_purge = time.monotonic()
+        if not sent:
+            time.sleep(poll)

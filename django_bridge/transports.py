@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Sequence
 from typing import Any, Protocol
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import orjson
 import redis
@@ -228,7 +228,23 @@ class HttpTransport:
         ]
 
     def positions(self, channels: Sequence[str]) -> dict[str, Position] | None:
-        return None  # the contract has no read endpoint: pages subscribe without `since`
+        """Read each channel's position from ``GET /api/channels/<name>?history=0``.
+
+        None (pages subscribe without ``since``) when the server has no such endpoint or
+        refuses the key: the page still renders.
+        """
+        result: dict[str, Position] = {}
+        for channel in channels:
+            status, payload = self._request(
+                "GET", f"/api/channels/{quote(channel, safe=':')}?history=0", None
+            )
+            if status >= 500:
+                raise BrokerUnavailable(f"/api/channels answered {status}: {payload[:200]!r}")
+            if status != 200:
+                return None
+            answer = orjson.loads(payload)
+            result[channel] = (str(answer["epoch"]), int(answer["offset"]))
+        return result
 
     def check(self) -> str:
         status, payload = self._request("GET", "/healthz", None)

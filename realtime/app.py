@@ -11,6 +11,7 @@ from typing import Any
 import orjson
 import tornado.web
 
+from realtime.admin import admin_routes
 from realtime.context import ServerContext
 from realtime.envelope import envelopes_from_body
 from realtime.errors import BrokerUnavailable, PublishError
@@ -207,6 +208,7 @@ def make_app(ctx: ServerContext) -> tornado.web.Application:
         (r"/livez", LiveHandler, args),
         (r"/metrics", MetricsHandler, args),
     ]
+    routes.extend(admin_routes(ctx))  # control API and /admin (realtime.admin)
     if settings.demo:
         routes.append((r"/", DemoHandler))
     return tornado.web.Application(

@@ -23,6 +23,7 @@ class Identity:
     user: str | None = None
     channels: tuple[str, ...] = ()
     expires: float | None = None  # unix seconds
+    issued: float | None = None  # the token's `iat` (unix seconds), if it has one
 
     def grants(self, channel: str) -> bool:
         """True when the token's ``channels`` claim names or matches the channel."""
@@ -56,8 +57,13 @@ def verify_token(token: object, secret: str, require_exp: bool = False) -> Ident
     channels = claims.get("channels", [])
     if not isinstance(channels, list) or not all(isinstance(c, str) for c in channels):
         raise ProtocolError(ErrorCode.UNAUTHORIZED, "invalid token: 'channels' must be a list")
-    exp = claims.get("exp")
-    return Identity(user=sub, channels=tuple(channels), expires=float(exp) if exp else None)
+    exp, iat = claims.get("exp"), claims.get("iat")
+    return Identity(
+        user=sub,
+        channels=tuple(channels),
+        expires=float(exp) if exp else None,
+        issued=float(iat) if isinstance(iat, int | float) else None,
+    )
 
 
 def is_expired(identity: Identity, now: float | None = None) -> bool:

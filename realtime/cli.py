@@ -79,7 +79,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "check-config":
         return _check_config(settings)
     setup_logging(
-        settings.log_level, settings.log_json, secrets=(settings.secret, settings.api_key)
+        settings.log_level,
+        settings.log_json,
+        secrets=(settings.secret, settings.api_key, settings.admin_password),
     )
     from realtime.server import serve
 

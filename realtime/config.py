@@ -58,6 +58,7 @@ class Settings:
     shutdown_timeout: float = 10.0
     dev: bool = False
     demo: bool = False
+    admin: bool = False  # the read-only /admin page (docs/OPERATIONS.md)
     # [broker]
     broker_url: str = "memory://"
     redis_url: str | None = None
@@ -70,6 +71,7 @@ class Settings:
     allowed_origins: tuple[str, ...] = ()
     trust_proxy_headers: bool = False  # take the client address from X-Real-IP/X-Forwarded-For
     require_exp: bool = False
+    admin_password: str | None = None  # basic-auth password of /admin (else the API key)
     # [limits]
     max_connections: int = 50000
     max_connections_per_ip: int = 0  # 0 = unlimited
@@ -111,6 +113,7 @@ SECTIONS: dict[str, str] = {
     "shutdown_timeout": "server",
     "dev": "server",
     "demo": "server",
+    "admin": "server",
     "broker_url": "broker",
     "redis_url": "broker",
     "redis_prefix": "broker",
@@ -121,6 +124,7 @@ SECTIONS: dict[str, str] = {
     "allowed_origins": "auth",
     "trust_proxy_headers": "auth",
     "require_exp": "auth",
+    "admin_password": "auth",
     "max_connections": "limits",
     "max_connections_per_ip": "limits",
     "max_connect_rate": "limits",
@@ -360,7 +364,7 @@ def effective_items(settings: Settings) -> list[tuple[str, str, Any]]:
     items: list[tuple[str, str, Any]] = []
     for name, section in SECTIONS.items():
         value = getattr(settings, name)
-        if name in ("secret", "api_key") and value:
+        if name in ("secret", "api_key", "admin_password") and value:
             value = "********"
         items.append((section, name, value))
     return items

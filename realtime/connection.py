@@ -85,7 +85,7 @@ class Connection:
     def __init__(self, ctx: ServerContext, ip: str) -> None:
         self.ctx = ctx
         self.ip = ip
-        self.session = Session(ctx.settings, ip_churn=ctx.ip_churn_bucket(ip))
+        self.session = Session(ctx.settings, ip_churn=ctx.ip_churn_bucket(ip), revoked=ctx.revoked)
         self.session_id = secrets.token_urlsafe(12)
         # frames queued this tick: the first in a slot (the common case, one event per
         # tick, touches no list), any further ones in a reused list
@@ -174,6 +174,7 @@ class Connection:
                 del ctx.per_ip[self.ip]
                 ctx.ip_churn.pop(self.ip, None)
         ctx.metrics.connections.set(len(ctx.connections))
+        ctx.metrics.closes.labels(str(self.close_code or 1006)).inc()
         if ctx.shutting_down and not ctx.connections:
             ctx.all_closed.set()
         logger.info(
@@ -642,6 +643,38 @@ class Connection:
         self._offsets.clear()  # later fan-out pushes stop at their first lookup
         self._held = None
         self._deferred = None
+
+    # -- operator control (realtime.admin) -------------------------------------------
+
+    def disconnect(self, reason: str) -> None:
+        """Close with 1008 (policy violation): the browser client does not reconnect."""
+        self._close(CloseCode.POLICY_VIOLATION, reason)
+
+    def revoke(self, channels: list[str] | None, reason: str) -> list[str]:
+        """Drop subscriptions and send each an ``unsubscribed`` with ``reason``.
+
+        ``channels`` None: every non-public one, and the connection continues as anonymous
+        (as after token expiry). Returns the channels dropped.
+        """
+        from realtime.auth import ANONYMOUS  # here: this section is all realtime.admin adds
+
+        if self._closing or self._done:
+            return []
+        session = self.session
+        if channels is None:
+            namespaces = self.ctx.settings.namespaces
+            dropped = [
+                c
+                for c in session.channels
+                if (ns := namespaces.get(c.split(":", 1)[0])) is None or ns.access != "public"
+            ]
+            session.identity = ANONYMOUS
+        else:
+            dropped = [c for c in channels if c in session.channels]
+        for channel in sorted(dropped):
+            session.channels.discard(channel)
+            self._do(Unsubscribe(channel, None, reason))
+        return dropped
 
 
 _EVENT, _RESYNC, _EPOCH = 0, 1, 2  # kinds of held frames

@@ -18,6 +18,9 @@ if TYPE_CHECKING:
     from realtime.connection import Connection
 
 
+MAX_REVOKED = 100_000  # revoked users remembered per process
+
+
 @dataclass(slots=True)
 class ServerContext:
     """Per-process state injected into every handler through ``initialize``."""
@@ -32,6 +35,8 @@ class ServerContext:
     per_ip: Counter[str] = field(default_factory=Counter)
     # new-channel subscribes per client IP (see Session); freed with the IP's last connection
     ip_churn: dict[str, TokenBucket] = field(default_factory=dict)
+    # user -> unix time of an operator's revoke or disconnect: their older tokens are refused
+    revoked: dict[str, float] = field(default_factory=dict)
     shutting_down: bool = False
     all_closed: asyncio.Event = field(default_factory=asyncio.Event)  # set while draining
     refused_unlogged: int = 0  # refused handshakes since the last summary line
@@ -43,6 +48,13 @@ class ServerContext:
     # connections with frames queued in this loop tick; written together in one callback
     dirty: list[Connection] = field(default_factory=list)
     flush_scheduled: bool = False
+
+    def revoke_user(self, user: str, at: float) -> None:
+        """Refuse the user's tokens issued until ``at`` (bounded: the oldest entries go)."""
+        self.revoked.pop(user, None)
+        self.revoked[user] = at
+        while len(self.revoked) > MAX_REVOKED:
+            del self.revoked[next(iter(self.revoked))]
 
     def ip_churn_bucket(self, ip: str) -> TokenBucket:
         """The new-channel bucket shared by every connection of ``ip``."""

@@ -119,6 +119,12 @@ class Metrics:
             "Coalesced frames replaced by a newer one for a congested watcher (latest wins)",
             registry=r,
         )
+        self.closes = Counter(
+            "realtime_closes",
+            "WebSocket connections closed, by close code (1006: dropped without one)",
+            ["code"],
+            registry=r,
+        )
         self.auth_failures = Counter(
             "realtime_auth_failures", "Refused auth and subscribe commands", ["code"], registry=r
         )

@@ -103,6 +103,8 @@ class Node:
         self._was_healthy = False
         self._ever_healthy = False
         self._healthy_event = asyncio.Event()
+        # server-internal channels (realtime.admin): their events go to a callback, not the hub
+        self._taps: dict[str, Callable[[Event], None]] = {}
 
     async def start(self) -> None:
         """Start the broker (it connects in the background)."""
@@ -324,9 +326,22 @@ class Node:
         """Channels this node receives (with subscribers, or in their grace period)."""
         return len(self._tracks)
 
+    def listen(self, channel: str, callback: Callable[[Event], None]) -> None:
+        """Deliver every event of a server-internal channel to ``callback`` (event loop only).
+
+        For control messages between workers and nodes: no hub, no offsets check and no
+        recovery (at most once per node; an event published while a link is down is lost),
+        not counted in the metrics. Clients cannot subscribe (no such namespace).
+        """
+        self._taps[channel] = callback
+        self._spawn(self.broker.subscribe(channel))
+
     # -- events from the broker -----------------------------------------------------
 
     def _on_event(self, event: Event) -> None:
+        if self._taps and event.channel in self._taps:
+            self._taps[event.channel](event)
+            return
         self.metrics.events_in.inc()
         track = self._tracks.get(event.channel)
         if track is None:

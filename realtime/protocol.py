@@ -11,7 +11,7 @@ not complete a ``Subscribe`` action; ``check_token`` when the token's expiry is 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from realtime import messages
@@ -96,6 +96,7 @@ class Session:
         "_flood_strikes",
         "_ip_churn",
         "_known",
+        "_revoked",
         "_settings",
         "_wall_clock",
         "channels",
@@ -109,6 +110,7 @@ class Session:
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
         ip_churn: TokenBucket | None = None,
+        revoked: Mapping[str, float] | None = None,
     ) -> None:
         self._settings = settings
         self._wall_clock = wall_clock
@@ -116,6 +118,8 @@ class Session:
         self._churn = TokenBucket(settings.channel_churn_rate, settings.channel_churn_burst, clock)
         self._ip_churn = ip_churn  # shared by every connection of the client's IP
         self._known: set[str] = set()
+        # user -> when an operator revoked them: tokens issued until then are refused
+        self._revoked = revoked if revoked is not None else {}
         self._flood_strikes = 0
         self.identity: Identity = ANONYMOUS
         self.channels: set[str] = set()
@@ -166,6 +170,10 @@ class Session:
 
     def _auth(self, token: str, cid: str | int | None) -> list[Action]:
         identity = verify_token(token, self._settings.secret or "", self._settings.require_exp)
+        revoked_at = self._revoked.get(identity.user or "")
+        if revoked_at is not None and (identity.issued is None or identity.issued <= revoked_at):
+            # a banned user must not come back with the token they already had
+            raise ProtocolError(ErrorCode.FORBIDDEN, "this token was revoked; get a new one")
         self.identity = identity  # only a token that verified replaces the identity
         self.expiry_notified = False
         actions: list[Action] = [Reply(messages.authed(identity.user or "", cid))]

@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import logging
-import random
-import time
-from datetime import timedelta
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from django_bridge.conf import get_settings
-from django_bridge.relay import pending_count, purge_sent, relay_batch
+from django_bridge.relay import pending_count, relay_batch, run_relay
 from realtime.errors import BrokerUnavailable
 
 logger = logging.getLogger("django_bridge.relay")
@@ -30,6 +26,12 @@ class Command(BaseCommand):
             default=3600.0,
             help="delete rows sent this many seconds ago (0 = keep)",
         )
+        parser.add_argument(
+            "--max-backoff",
+            type=float,
+            default=30.0,
+            help="longest wait between retries while the broker is down (seconds)",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         db, batch = options["database"], options["batch"]
@@ -45,27 +47,12 @@ class Command(BaseCommand):
                 total += sent
             self.stdout.write(f"relayed {total} event(s)")
             return
-        self._loop(db, batch, options["purge_after"])
+        self._loop(db, batch, options["purge_after"], options["max_backoff"])
 
-    def _loop(self, db: str | None, batch: int | None, purge_after: float) -> None:
-        poll = get_settings().outbox_poll
-        backoff = 0.5
-        last_purge = 0.0
-        logger.info("realtime relay started")
+    def _loop(
+        self, db: str | None, batch: int | None, purge_after: float, max_backoff: float
+    ) -> None:
         try:
-            while True:
-                try:
-                    sent = relay_batch(db, batch)
-                except BrokerUnavailable as exc:
-                    logger.warning("realtime relay: broker unavailable, retrying: %s", exc)
-                    time.sleep(backoff * random.uniform(0.5, 1.0))
-                    backoff = min(backoff * 2, 30.0)
-                    continue
-                backoff = 0.5
-                if purge_after > 0 and time.monotonic() - last_purge > 60:
-                    purge_sent(timedelta(seconds=purge_after), db)
-                    last_purge = time.monotonic()
-                if not sent:
-                    time.sleep(poll)
+            run_relay(db, batch, purge_after=purge_after, max_backoff=max_backoff)
         except KeyboardInterrupt:
             logger.info("realtime relay stopped")
