@@ -20,6 +20,7 @@ from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 from tests.conftest import TEST_API_KEY
 
 _numbers = itertools.count(1)
+RETRIES = 8  # as a publisher should: PROTOCOL.md, "retry it with the same id"
 
 
 @dataclass
@@ -28,9 +29,12 @@ class PublishLog:
 
     published: list[dict[str, Any]] = field(default_factory=list)
     attempts: dict[int, dict[str, Any]] = field(default_factory=dict)
+    keys: set[tuple[str, str, int]] = field(default_factory=set)
     ok: int = 0
-    failed: int = 0
-    duplicates: int = 0
+    failed: int = 0  # attempts
+    retries: int = 0
+    duplicates: int = 0  # a retry found its event stored already
+    gave_up: int = 0
 
 
 async def publish_loop(
@@ -53,9 +57,10 @@ async def publish_loop(
                 "type": rng.choice(("tick", "score", "verdict")),
                 "data": {"n": n, "pad": "x" * rng.randrange(0, 400)},
                 "state": state,
+                "id": f"chaos-{n}",
             }
             log.attempts[n] = envelope
-            await _publish_one(client, rng.choice(urls()), envelope, log)
+            await _publish_one(client, urls, envelope, log, rng)
             await asyncio.sleep(rng.expovariate(rate))
     finally:
         client.close()
@@ -79,44 +84,65 @@ async def publish_burst(
                 "type": "burst",
                 "data": {"n": n, "pad": "y" * size},
                 "state": rng.random() < 0.1,
+                "id": f"chaos-{n}",
             }
             log.attempts[n] = envelope
-            await _publish_one(client, rng.choice(urls()), envelope, log)
+            await _publish_one(client, urls, envelope, log, rng)
     finally:
         client.close()
 
 
 async def _publish_one(
-    client: AsyncHTTPClient, base: str, envelope: dict[str, Any], log: PublishLog
+    client: AsyncHTTPClient,
+    urls: Callable[[], list[str]],
+    envelope: dict[str, Any],
+    log: PublishLog,
+    rng: random.Random,
 ) -> None:
-    request = HTTPRequest(
-        base + "/api/publish",
-        method="POST",
-        body=json.dumps([envelope]),
-        headers={"Authorization": f"Bearer {TEST_API_KEY}", "Content-Type": "application/json"},
-        connect_timeout=3,
-        request_timeout=10,
-    )
-    try:
-        response = await client.fetch(request)
-    except (HTTPClientError, OSError, TimeoutError):
-        log.failed += 1  # maybe stored anyway: reconcile() finds it in the store
+    """Publish one envelope with its ``id``; on failure retry with the same ``id``.
+
+    PROTOCOL.md: a 503 means "not confirmed" (maybe stored but not sent); a retry with the
+    same ``id`` answers ``duplicate: true`` and sends the stored event again.
+    """
+    body = json.dumps([envelope])
+    for attempt in range(RETRIES + 1):
+        if attempt:
+            log.retries += 1
+            await asyncio.sleep(min(2.0, 0.2 * 2**attempt) * rng.uniform(0.5, 1.5))
+        request = HTTPRequest(
+            rng.choice(urls()) + "/api/publish",
+            method="POST",
+            body=body,
+            headers={
+                "Authorization": f"Bearer {TEST_API_KEY}",
+                "Content-Type": "application/json",
+            },
+            connect_timeout=3,
+            request_timeout=10,
+        )
+        try:
+            response = await client.fetch(request)
+        except (HTTPClientError, OSError, TimeoutError):
+            log.failed += 1  # maybe stored: the retry (same id) sends it, reconcile() logs it
+            continue
+        result = json.loads(response.body)["results"][0]
+        log.ok += 1
+        log.duplicates += bool(result.get("duplicate"))
+        key = (envelope["channel"], result["epoch"], result["offset"])
+        if key not in log.keys:  # a duplicate names the stored event: log it once
+            log.keys.add(key)
+            log.published.append(
+                {
+                    "channel": envelope["channel"],
+                    "epoch": result["epoch"],
+                    "offset": result["offset"],
+                    "type": envelope["type"],
+                    "data": envelope["data"],
+                    "state": envelope["state"],
+                }
+            )
         return
-    result = json.loads(response.body)["results"][0]
-    if result.get("duplicate"):
-        log.duplicates += 1
-        return
-    log.ok += 1
-    log.published.append(
-        {
-            "channel": envelope["channel"],
-            "epoch": result["epoch"],
-            "offset": result["offset"],
-            "type": envelope["type"],
-            "data": envelope["data"],
-            "state": envelope["state"],
-        }
-    )
+    log.gave_up += 1
 
 
 def reconcile(

@@ -450,7 +450,6 @@ def _all_caught_up(sides: list[_Side]) -> bool:
 
 def _reconcile_from_histories(side: _Side) -> int:
     """Log the events clients saw whose publish failed (stored, reply lost, store lost since)."""
-    logged = {p["data"]["n"] for p in side.log.published}
     known = {(p["channel"], p["epoch"], p["offset"]) for p in side.log.published}
     added = 0
     for client in side.clients:
@@ -466,9 +465,7 @@ def _reconcile_from_histories(side: _Side) -> int:
             channel = rec["channel"]
             for event in seen:
                 n = event["data"].get("n") if isinstance(event["data"], dict) else None
-                attempt = (
-                    side.log.attempts.get(n) if isinstance(n, int) and n not in logged else None
-                )
+                attempt = side.log.attempts.get(n) if isinstance(n, int) else None
                 key = (channel, epochs.get(channel), event["offset"])
                 if attempt is None or key[1] is None or key in known:
                     continue
@@ -508,6 +505,9 @@ def _numbers(
         "clients": sum(len(s.clients) for s in sides),
         "published": len(published),
         "publish_failed": sum(s.log.failed for s in sides),
+        "publish_retries": sum(s.log.retries for s in sides),
+        "publish_duplicates": sum(s.log.duplicates for s in sides),
+        "publish_gave_up": sum(s.log.gave_up for s in sides),
         "reconciled_from_store": reconciled,
         "settled_after_s": round(settled_after, 1),
     }
