@@ -13,28 +13,45 @@ import logging
 import os
 import re
 import time
+from collections import deque
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import hiredis
 import redis.asyncio as aioredis
-from redis.asyncio.connection import parse_url
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
-from realtime.brokers import redis_layout
+from realtime.brokers import redis_layout, redis_urls
 from realtime.brokers.base import EventCallback, HealthCallback, Snapshot
-from realtime.brokers.link import LinkHealth, backoff_delays
+from realtime.brokers.link import Backoff, LinkHealth
+from realtime.brokers.redis_urls import RedisTarget
 from realtime.envelope import Envelope, Event, Published
 from realtime.errors import BrokerUnavailable
 
 logger = logging.getLogger(__name__)
 
 
-def store_client(url: str) -> aioredis.Redis:
-    """A Redis client for store reads and publishes.
+def store_client(url: str) -> Any:
+    """A Redis client for store reads and publishes, for any of the three URL forms.
 
-    Its pool blocks (up to 5 s) when all 32 connections are busy, so a burst of store reads
-    waits its turn instead of failing with "Too many connections".
+    One Redis: its pool blocks (up to 5 s) when all 32 connections are busy, so a burst of
+    store reads waits its turn instead of failing with "Too many connections". Sentinel: a
+    client of the current primary that re-asks the sentinels after a failover. Cluster: a
+    cluster client that routes each script to the shard of its keys' slot and follows
+    MOVED/ASK.
+
+    Raises:
+        RedisURLError: the URL is not valid.
     """
+    target = redis_urls.parse(url)
+    if target.kind == "sentinel":
+        from realtime.brokers.redis_sentinel import sentinel_client
+
+        return sentinel_client(target)
+    if target.kind == "cluster":
+        from realtime.brokers.redis_cluster import cluster_client
+
+        return cluster_client(target)
     pool = aioredis.BlockingConnectionPool.from_url(
         url, max_connections=32, timeout=5, socket_connect_timeout=3, socket_timeout=5
     )
@@ -49,12 +66,13 @@ class RedisStore:
 
     def __init__(
         self,
-        client: aioredis.Redis,
+        client: Any,
         prefix: str,
         history_size: int,
         history_ttl: int,
         meta_ttl: int,
         publish_to_pubsub: bool = True,
+        sharded: bool = False,
     ) -> None:
         self._client = client
         self._prefix = prefix
@@ -62,7 +80,8 @@ class RedisStore:
         self._history_ttl = history_ttl
         self._meta_ttl = meta_ttl
         self._publish_to_pubsub = publish_to_pubsub
-        self._publish_script = client.register_script(redis_layout.PUBLISH_SCRIPT)
+        script = redis_layout.SHARDED_PUBLISH_SCRIPT if sharded else redis_layout.PUBLISH_SCRIPT
+        self._publish_script = client.register_script(script)
         self._snapshot_script = client.register_script(redis_layout.SNAPSHOT_SCRIPT)
 
     async def publish(self, envelope: Envelope) -> tuple[Published, Event | None]:
@@ -78,7 +97,7 @@ class RedisStore:
         )
         try:
             epoch, offset, duplicate, event_json = await self._publish_script(keys=keys, args=args)
-        except (RedisError, OSError) as exc:
+        except (RedisError, RedisClusterException, OSError) as exc:
             raise BrokerUnavailable(f"redis: {exc}") from exc
         epoch_s = epoch.decode()
         published = Published(envelope.channel, epoch_s, int(offset), duplicate=bool(duplicate))
@@ -96,7 +115,7 @@ class RedisStore:
         ]
         try:
             reply = await self._snapshot_script(keys=keys, args=args)
-        except (RedisError, OSError) as exc:
+        except (RedisError, RedisClusterException, OSError) as exc:
             raise BrokerUnavailable(f"redis: {exc}") from exc
         epoch = reply[0].decode()
         offset = int(reply[1])
@@ -123,32 +142,35 @@ def _command(*args: str | bytes) -> bytes:
     return b"".join(out)
 
 
-class _Subscriber:
+Address = tuple[str, int]
+
+
+class PubSubConnection:
     """One dedicated pub/sub connection, spoken directly (RESP via hiredis).
 
     Kept apart from redis-py's PubSub so that a broken link is always noticed and
     reported instead of being silently re-established behind the node's back.
     """
 
-    def __init__(self, url: str, name: str) -> None:
-        self._params = parse_url(url)
+    def __init__(self, address: Address, target: RedisTarget, name: str) -> None:
+        self._address = address
+        self._target = target
         self._name = name
-        self._ssl = url.startswith("rediss://")
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._parser = hiredis.Reader()
 
     async def connect(self) -> None:
-        host = str(self._params.get("host", "127.0.0.1"))
-        port = int(self._params.get("port", 6379))
+        host, port = self._address
         self._reader, self._writer = await asyncio.wait_for(
-            asyncio.open_connection(host, port, ssl=self._ssl or None), timeout=3.0
+            asyncio.open_connection(host, port, ssl=self._target.tls or None), timeout=3.0
         )
-        password = self._params.get("password")
+        password, username = self._target.password, self._target.username
         if password:
-            username = self._params.get("username")
-            args = ("AUTH", str(username), str(password)) if username else ("AUTH", str(password))
+            args = ("AUTH", username, password) if username else ("AUTH", password)
             await self.call(*args)
+        if self._target.db and self._target.kind != "cluster":
+            await self.call("SELECT", str(self._target.db))
         # a name lets an operator (or a fault test) find and kill just this connection
         await self.call("CLIENT", "SETNAME", self._name)
 
@@ -183,10 +205,219 @@ class _Subscriber:
                 await self._writer.wait_closed()
 
 
-class RedisBroker:
-    """Redis pub/sub transport plus ``RedisStore``; reconnects with back-off."""
+def parse_message(channel: str, payload: bytes) -> Event | None:
+    """Decode a pub/sub message ``"<epoch> <offset> <published-ms> <event-json>"``."""
+    try:
+        epoch, offset, stamp, data = payload.split(b" ", 3)
+        return Event(channel, epoch.decode(), int(offset), data, int(stamp) / 1000.0)
+    except ValueError:
+        logger.warning("ignored a malformed message on %s", channel)
+        return None
+
+
+class PubSubLink:
+    """One pub/sub connection to one Redis, and the channels it carries; reconnects.
+
+    ``locate()`` names the server before each attempt (fixed, or asked of the sentinels);
+    ``sharded`` uses SSUBSCRIBE (Redis Cluster, one command per channel since each may
+    hash to another slot). A subscribe waits until Redis confirms it, so that a store
+    read taken afterwards cannot miss an event that pub/sub will not bring.
+    """
 
     PING_INTERVAL = 5.0
+    CONFIRM_TIMEOUT = 5.0
+
+    def __init__(
+        self,
+        *,
+        locate: Callable[[], Awaitable[Address]],
+        target: RedisTarget,
+        name: str,
+        prefix: str,
+        sharded: bool,
+        on_event: Callable[[Event], None],
+        on_up: Callable[[], None],
+        on_down: Callable[[str], None],
+        on_moved: Callable[[str], None] | None = None,
+        idle_channel: str | None = None,
+    ) -> None:
+        self._locate = locate
+        self._target = target
+        self._name = name
+        self._prefix = prefix
+        self._sharded = sharded
+        self._on_event = on_event
+        self._on_up = on_up
+        self._on_down = on_down
+        self._on_moved = on_moved
+        self._idle_channel = idle_channel
+        self.channels: set[str] = set()
+        # one future per SUBSCRIBE sent, confirmed in order: a subscribe, unsubscribe,
+        # subscribe before Redis answers sends a second SUBSCRIBE and waits for its reply
+        self._pending: dict[str, deque[asyncio.Future[None]]] = {}
+        self._unsubscribes: dict[str, int] = {}
+        self._conn: PubSubConnection | None = None
+        self._task: asyncio.Task[None] | None = None
+        self.up = False
+        self.address: Address | None = None
+
+    @property
+    def _verbs(self) -> tuple[str, str]:
+        return ("SSUBSCRIBE", "SUNSUBSCRIBE") if self._sharded else ("SUBSCRIBE", "UNSUBSCRIBE")
+
+    def start(self) -> None:
+        """Connect (and reconnect) in the background."""
+        self._task = asyncio.get_running_loop().create_task(self._run(), name=self._name)
+
+    async def close(self) -> None:
+        """Stop reconnecting and close the connection (no ``on_down``)."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    def key(self, channel: str) -> str:
+        return redis_layout.pubsub_channel(self._prefix, channel)
+
+    async def _run(self) -> None:
+        backoff = Backoff()
+        while True:
+            conn: PubSubConnection | None = None
+            try:
+                self.address = await self._locate()
+                conn = PubSubConnection(self.address, self._target, self._name)
+                await conn.connect()
+                self._send_all(conn)
+                self._conn = conn
+                self.up = True
+                backoff.connected()
+                self._on_up()
+                await self._listen(conn)
+            except asyncio.CancelledError:
+                raise
+            except (RedisError, OSError, TimeoutError) as exc:
+                self._lost(f"redis unreachable: {exc or type(exc).__name__}")
+            except Exception:
+                logger.exception("redis listener failed")
+                self._lost("redis listener error")
+            finally:
+                self._conn = None
+                self.up = False
+                for futures in self._pending.values():
+                    for fut in futures:
+                        if not fut.done():
+                            fut.set_exception(BrokerUnavailable("redis connection lost"))
+                            fut.exception()
+                self._pending.clear()
+                self._unsubscribes.clear()
+                if conn is not None:
+                    await conn.close()
+            await asyncio.sleep(backoff.next_delay())
+
+    def _lost(self, status: str) -> None:
+        self._on_down(status)
+
+    def _send_all(self, conn: PubSubConnection) -> None:
+        verb = self._verbs[0]
+        if self._sharded:
+            for channel in self.channels:
+                conn.send(verb, self.key(channel))
+        elif self.channels:
+            conn.send(verb, *[self.key(c) for c in self.channels])
+        elif self._idle_channel is not None:
+            # an idle subscriber still needs the pub/sub mode for its pings
+            conn.send(verb, self._idle_channel)
+
+    async def _listen(self, conn: PubSubConnection) -> None:
+        strip = len(self._prefix) + 1
+        waiting_pong = False
+        while True:
+            try:
+                reply = await conn.read(wait=self.PING_INTERVAL)
+            except TimeoutError:
+                if waiting_pong:
+                    raise ConnectionError("redis did not answer a ping") from None
+                conn.send("PING")
+                waiting_pong = True
+                continue
+            waiting_pong = False
+            if isinstance(reply, hiredis.ReplyError):
+                # MOVED / ASK / CLUSTERDOWN for a channel this server no longer owns
+                if self._on_moved is not None:
+                    self._on_moved(str(reply))
+                raise ConnectionError(f"redis refused a subscription: {reply}")
+            if not isinstance(reply, list) or not reply:
+                continue
+            kind = reply[0]
+            if kind in (b"message", b"smessage"):
+                event = parse_message(reply[1][strip:-1].decode(), reply[2])
+                if event is not None:
+                    self._on_event(event)
+            elif kind in (b"subscribe", b"ssubscribe"):
+                futures = self._pending.get(reply[1][strip:-1].decode())
+                if futures:
+                    fut = futures.popleft()
+                    if not fut.done():
+                        fut.set_result(None)
+            elif kind == b"sunsubscribe" and isinstance(reply[1], bytes):
+                self._unsubscribed(reply[1][strip:-1].decode())
+
+    def _unsubscribed(self, channel: str) -> None:
+        sent = self._unsubscribes.get(channel, 0)
+        if sent:
+            self._unsubscribes[channel] = sent - 1
+        elif channel in self.channels and self._on_moved is not None:
+            # not asked for: the slot moved to another shard (resharding)
+            self._on_moved(f"slot of {channel} moved")
+
+    async def subscribe(self, channel: str) -> None:
+        """Carry ``channel`` from now on; wait (up to 5 s) until Redis confirms.
+
+        When the link is down the channel is remembered and subscribed on reconnect.
+        """
+        if channel in self.channels:
+            return
+        self.channels.add(channel)
+        conn = self._conn
+        if conn is None:
+            return
+        fut = asyncio.get_running_loop().create_future()
+        self._pending.setdefault(channel, deque()).append(fut)
+        conn.send(self._verbs[0], self.key(channel))
+        try:
+            await asyncio.wait_for(asyncio.shield(fut), timeout=self.CONFIRM_TIMEOUT)
+        except (TimeoutError, BrokerUnavailable) as exc:
+            logger.warning("redis subscribe %s not confirmed: %s", channel, exc)
+
+    def unsubscribe(self, channel: str) -> None:
+        """Stop carrying ``channel`` (idempotent)."""
+        if channel not in self.channels:
+            return
+        self.channels.discard(channel)
+        conn = self._conn
+        if conn is not None:
+            self._unsubscribes[channel] = self._unsubscribes.get(channel, 0) + 1
+            conn.send(self._verbs[1], self.key(channel))
+
+
+def fixed(address: Address) -> Callable[[], Awaitable[Address]]:
+    """A ``locate`` for a server that does not move."""
+
+    async def locate() -> Address:
+        return address
+
+    return locate
+
+
+class RedisBroker:
+    """Redis pub/sub transport plus ``RedisStore``; reconnects with back-off.
+
+    Serves ``redis://`` and ``redis+sentinel://`` (the link asks the sentinels for the
+    primary before each connect, so it follows a failover).
+    """
+
+    PING_INTERVAL = PubSubLink.PING_INTERVAL
 
     def __init__(
         self,
@@ -198,14 +429,31 @@ class RedisBroker:
     ) -> None:
         self._url = url
         self._prefix = prefix
+        self._target = redis_urls.parse(url)
         self._client = store_client(url)
         self._store = RedisStore(self._client, prefix, history_size, history_ttl, meta_ttl)
-        self._channels: set[str] = set()
-        self._pending: dict[str, asyncio.Future[None]] = {}
-        self._sub: _Subscriber | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._health = LinkHealth(
+            "redis sentinel" if self._target.kind == "sentinel" else "redis", url, logger
+        )
         self._on_event: EventCallback | None = None
-        self._health = LinkHealth("redis", url, logger)
+        locate: Callable[[], Awaitable[Address]]
+        if self._target.kind == "sentinel":
+            from realtime.brokers.redis_sentinel import primary_locator
+
+            locate = primary_locator(self._target)
+        else:
+            locate = fixed(self._target.nodes[0])
+        self._link = PubSubLink(
+            locate=locate,
+            target=self._target,
+            name=self.connection_name,
+            prefix=prefix,
+            sharded=False,
+            on_event=self._deliver,
+            on_up=self._health.up,
+            on_down=self._health.down,
+            idle_channel=prefix + "-",
+        )
 
     @property
     def healthy(self) -> bool:
@@ -227,76 +475,18 @@ class RedisBroker:
         """How many times the pub/sub connection was re-established."""
         return self._health.reconnects
 
+    @property
+    def address(self) -> Address | None:
+        """The server the pub/sub connection went to last (the primary, with Sentinel)."""
+        return self._link.address
+
     async def start(self, on_event: EventCallback, on_health: HealthCallback) -> None:
         """Start the listener task; it connects (and reconnects) in the background."""
         self._on_event = on_event
         self._health.bind(on_health)
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="redis-listener")
+        self._link.start()
 
-    async def _run(self) -> None:
-        delays = backoff_delays()
-        while True:
-            sub = _Subscriber(self._url, self.connection_name)
-            try:
-                await sub.connect()
-                if self._channels:
-                    sub.send("SUBSCRIBE", *[self._key(c) for c in self._channels])
-                else:
-                    # an idle subscriber still needs the pub/sub mode for its pings
-                    sub.send("SUBSCRIBE", self._prefix + "-")
-                self._sub = sub
-                self._health.up()
-                delays = backoff_delays()
-                await self._listen(sub)
-            except asyncio.CancelledError:
-                raise
-            except (RedisError, OSError, TimeoutError) as exc:
-                self._health.down(f"redis unreachable: {exc or type(exc).__name__}")
-            except Exception:
-                logger.exception("redis listener failed")
-                self._health.down("redis listener error")
-            finally:
-                self._sub = None
-                for fut in self._pending.values():
-                    if not fut.done():
-                        fut.set_exception(BrokerUnavailable("redis connection lost"))
-                self._pending.clear()
-                await sub.close()
-            await asyncio.sleep(next(delays))
-
-    def _key(self, channel: str) -> str:
-        return redis_layout.pubsub_channel(self._prefix, channel)
-
-    async def _listen(self, sub: _Subscriber) -> None:
-        strip = len(self._prefix) + 1
-        waiting_pong = False
-        while True:
-            try:
-                reply = await sub.read(wait=self.PING_INTERVAL)
-            except TimeoutError:
-                if waiting_pong:
-                    raise ConnectionError("redis did not answer a ping") from None
-                sub.send("PING")
-                waiting_pong = True
-                continue
-            waiting_pong = False
-            if not isinstance(reply, list) or not reply:
-                continue
-            kind = reply[0]
-            if kind == b"message":
-                self._deliver(reply[1][strip:-1].decode(), reply[2])
-            elif kind == b"subscribe":
-                fut = self._pending.pop(reply[1][strip:-1].decode(), None)
-                if fut is not None and not fut.done():
-                    fut.set_result(None)
-
-    def _deliver(self, channel: str, payload: bytes) -> None:
-        try:
-            epoch, offset, stamp, data = payload.split(b" ", 3)
-            event = Event(channel, epoch.decode(), int(offset), data, int(stamp) / 1000.0)
-        except ValueError:
-            logger.warning("ignored a malformed message on %s", channel)
-            return
+    def _deliver(self, event: Event) -> None:
         if self._on_event is not None:
             self._on_event(event)
 
@@ -306,29 +496,11 @@ class RedisBroker:
         When the link is down the channel is remembered and subscribed on reconnect;
         the node re-checks every channel for gaps when health returns.
         """
-        if channel in self._channels:
-            return
-        self._channels.add(channel)
-        sub = self._sub
-        if sub is None:
-            return
-        fut = self._pending.get(channel)
-        if fut is None:
-            fut = self._pending[channel] = asyncio.get_running_loop().create_future()
-            sub.send("SUBSCRIBE", self._key(channel))
-        try:
-            await asyncio.wait_for(asyncio.shield(fut), timeout=5.0)
-        except (TimeoutError, BrokerUnavailable) as exc:
-            logger.warning("redis subscribe %s not confirmed: %s", channel, exc)
+        await self._link.subscribe(channel)
 
     async def unsubscribe(self, channel: str) -> None:
         """Unsubscribe (idempotent)."""
-        if channel not in self._channels:
-            return
-        self._channels.discard(channel)
-        sub = self._sub
-        if sub is not None:
-            sub.send("UNSUBSCRIBE", self._key(channel))
+        self._link.unsubscribe(channel)
 
     async def publish(self, envelope: Envelope) -> Published:
         """Store and publish in one atomic script."""
@@ -341,9 +513,6 @@ class RedisBroker:
 
     async def close(self) -> None:
         """Stop the listener and close connections."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await self._link.close()
         self._health.closed()
         await self._client.aclose()
