@@ -259,6 +259,7 @@ class PubSubLink:
         self._conn: PubSubConnection | None = None
         self._task: asyncio.Task[None] | None = None
         self.up = False
+        self.failing = False  # the last attempt failed or the connection was lost
         self.address: Address | None = None
 
     @property
@@ -291,6 +292,7 @@ class PubSubLink:
                 self._send_all(conn)
                 self._conn = conn
                 self.up = True
+                self.failing = False
                 backoff.connected()
                 self._on_up()
                 await self._listen(conn)
@@ -316,6 +318,7 @@ class PubSubLink:
             await asyncio.sleep(backoff.next_delay())
 
     def _lost(self, status: str) -> None:
+        self.failing = True
         self._on_down(status)
 
     def _send_all(self, conn: PubSubConnection) -> None:
@@ -380,11 +383,19 @@ class PubSubLink:
             return
         self.channels.add(channel)
         conn = self._conn
-        if conn is None:
-            return
-        fut = asyncio.get_running_loop().create_future()
-        self._pending.setdefault(channel, deque()).append(fut)
-        conn.send(self._verbs[0], self.key(channel))
+        pending = self._pending.setdefault(channel, deque())
+        if conn is not None:
+            fut = asyncio.get_running_loop().create_future()
+            pending.append(fut)
+            conn.send(self._verbs[0], self.key(channel))
+        elif self.failing:
+            return  # down: subscribed on reconnect, and the node re-checks then
+        elif pending:
+            fut = pending[-1]
+        else:
+            # the first connect is under way: it subscribes every channel, wait for that
+            fut = asyncio.get_running_loop().create_future()
+            pending.append(fut)
         try:
             await asyncio.wait_for(asyncio.shield(fut), timeout=self.CONFIRM_TIMEOUT)
         except (TimeoutError, BrokerUnavailable) as exc:

@@ -156,7 +156,8 @@ class RedisClusterBroker:
         if self._map_error is not None:
             self._health.down(self._map_error)
             return
-        down = [a for a, link in self._links.items() if link.channels and not link.up]
+        # a link still making its first attempt is not down (yet): no flap on a new shard
+        down = [a for a, link in self._links.items() if link.channels and link.failing]
         if down:
             host, port = down[0]
             self._health.down(f"redis cluster: shard {host}:{port} unreachable")
