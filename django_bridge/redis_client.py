@@ -109,6 +109,6 @@ def script(client: Any, text: str) -> ScriptCall:
     def call(keys: Sequence[Any] = (), args: Sequence[Any] = (), client: Any = None) -> Any:
         if client is None:
             return registered(keys=keys, args=args)
-        return client.eval(text, len(keys), *keys, *args)
+        return client.execute_command("EVAL", text, len(keys), *keys, *args)
 
     return call

@@ -106,6 +106,7 @@ class RedisCluster3x2:
                         "--cluster-config-file", "nodes.conf",
                         "--cluster-port", str(free_port()),
                         "--cluster-node-timeout", "1000",
+                        "--cluster-replica-validity-factor", "0",
                         "--save", "",
                         "--appendonly", "no",
                     ],
@@ -183,6 +184,19 @@ class RedisCluster3x2:
                     return int(node["port"])
         raise AssertionError(f"slot {slot} has no live primary")
 
+    def _replicas_synced(self) -> bool:
+        """Every live replica has a working link to its primary (else it cannot take over)."""
+        for proc in self.procs:
+            if not proc.alive:
+                continue
+            try:
+                info = proc.client().info("replication")
+            except redis.RedisError:
+                return False
+            if info.get("role") == "slave" and info.get("master_link_status") != "up":
+                return False
+        return True
+
     def wait_ok(self, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -194,7 +208,7 @@ class RedisCluster3x2:
                         states.append(b"cluster_state:ok" in info)
                     except redis.RedisError:
                         states.append(False)
-            if states and all(states) and len(self.primaries()) == 3:
+            if states and all(states) and len(self.primaries()) == 3 and self._replicas_synced():
                 return
             time.sleep(0.1)
         raise TimeoutError("the cluster did not reach cluster_state:ok")
