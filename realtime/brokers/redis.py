@@ -256,6 +256,7 @@ class PubSubLink:
         # subscribe before Redis answers sends a second SUBSCRIBE and waits for its reply
         self._pending: dict[str, deque[asyncio.Future[None]]] = {}
         self._unsubscribes: dict[str, int] = {}
+        self._dropped: set[str] = set()  # unsubscribed by Redis itself (their slot moved)
         self._conn: PubSubConnection | None = None
         self._task: asyncio.Task[None] | None = None
         self.up = False
@@ -313,6 +314,7 @@ class PubSubLink:
                             fut.exception()
                 self._pending.clear()
                 self._unsubscribes.clear()
+                self._dropped.clear()
                 if conn is not None:
                     await conn.close()
             await asyncio.sleep(backoff.next_delay())
@@ -372,6 +374,7 @@ class PubSubLink:
             self._unsubscribes[channel] = sent - 1
         elif channel in self.channels and self._on_moved is not None:
             # not asked for: the slot moved to another shard (resharding)
+            self._dropped.add(channel)
             self._on_moved(f"slot of {channel} moved")
 
     async def subscribe(self, channel: str) -> None:
@@ -382,6 +385,7 @@ class PubSubLink:
         if channel in self.channels:
             return
         self.channels.add(channel)
+        self._dropped.discard(channel)
         conn = self._conn
         pending = self._pending.setdefault(channel, deque())
         if conn is not None:
@@ -407,7 +411,9 @@ class PubSubLink:
             return
         self.channels.discard(channel)
         conn = self._conn
-        if conn is not None:
+        if channel in self._dropped:
+            self._dropped.discard(channel)  # Redis has dropped it already (and would MOVE us)
+        elif conn is not None:
             self._unsubscribes[channel] = self._unsubscribes.get(channel, 0) + 1
             conn.send(self._verbs[1], self.key(channel))
 

@@ -160,7 +160,7 @@ async def settle(recorders: list[Recorder], quiet: float = 1.5, limit: float = 3
     """Wait until no recorder received anything for ``quiet`` seconds."""
     start = time.monotonic()
     while time.monotonic() - start < limit:
-        newest = max((r.last for r in recorders), default=0.0)
+        newest = max([start, *(r.last for r in recorders)])
         if time.monotonic() - newest >= quiet:
             return
         await asyncio.sleep(0.2)
