@@ -19,6 +19,7 @@ from typing import Any
 
 import hiredis
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisClusterException, RedisError
 
 from realtime.brokers import redis_layout, redis_urls
@@ -29,6 +30,8 @@ from realtime.envelope import Envelope, Event, Published
 from realtime.errors import BrokerUnavailable
 
 logger = logging.getLogger(__name__)
+
+CLUSTER_IN_FLIGHT = 32  # store calls at once on a cluster client (its pools hold 32 per node)
 
 
 def store_client(url: str) -> Any:
@@ -82,6 +85,11 @@ class RedisStore:
         self._publish_to_pubsub = publish_to_pubsub
         script = redis_layout.SHARDED_PUBLISH_SCRIPT if sharded else redis_layout.PUBLISH_SCRIPT
         self._publish_script = client.register_script(script)
+        # a cluster client's per-node pool fails at once when full (it cannot wait like the
+        # one-Redis BlockingConnectionPool): bound the calls in flight below its size instead
+        self._gate = (
+            asyncio.Semaphore(CLUSTER_IN_FLIGHT) if isinstance(client, RedisCluster) else None
+        )
         self._snapshot_script = client.register_script(redis_layout.SNAPSHOT_SCRIPT)
 
     async def publish(self, envelope: Envelope) -> tuple[Published, Event | None]:
@@ -96,7 +104,12 @@ class RedisStore:
             do_publish=self._publish_to_pubsub,
         )
         try:
-            epoch, offset, duplicate, event_json = await self._publish_script(keys=keys, args=args)
+            if self._gate is None:
+                reply = await self._publish_script(keys=keys, args=args)
+            else:
+                async with self._gate:
+                    reply = await self._publish_script(keys=keys, args=args)
+            epoch, offset, duplicate, event_json = reply
         except (RedisError, RedisClusterException, OSError) as exc:
             raise BrokerUnavailable(f"redis: {exc}") from exc
         epoch_s = epoch.decode()
@@ -114,7 +127,11 @@ class RedisStore:
             self._meta_ttl,
         ]
         try:
-            reply = await self._snapshot_script(keys=keys, args=args)
+            if self._gate is None:
+                reply = await self._snapshot_script(keys=keys, args=args)
+            else:
+                async with self._gate:
+                    reply = await self._snapshot_script(keys=keys, args=args)
         except (RedisError, RedisClusterException, OSError) as exc:
             raise BrokerUnavailable(f"redis: {exc}") from exc
         epoch = reply[0].decode()
