@@ -7,7 +7,8 @@ Starts, on free loopback ports, one ``redis-server`` and a 3-primary + 3-replica
 times (medians reported; the cluster as a ratio to the single Redis measured in the same run):
 
 * **publish script**: events/s through the server's own ``RedisStore.publish`` (the atomic
-  script; SPUBLISH on the cluster), 64 concurrent publishes over ``--channels`` channels;
+  script; SPUBLISH on the cluster), 32 concurrent publishes (each with an id) over
+  ``--channels`` channels;
 * **deliveries**: the same publishing while two "nodes" (child processes, each the
   server's own broker subscribed to every channel) count what they receive; deliveries/s =
   events received by both nodes per second, and the share that arrived;
@@ -36,10 +37,11 @@ from typing import Any
 from realtime.brokers.redis import RedisBroker, RedisStore, store_client
 from realtime.brokers.redis_cluster import RedisClusterBroker, channel_slot
 from realtime.envelope import Envelope, Event
+from realtime.errors import BrokerUnavailable
 from tests.cluster.redis_procs import RedisCluster3x2, RedisProc
 from tests.conftest import free_port
 
-CONCURRENCY = 64
+CONCURRENCY = 32
 
 
 def _channels(n: int) -> list[str]:
@@ -52,16 +54,25 @@ async def _publish(url: str, prefix: str, channels: list[str], events: int) -> f
     sharded = url.startswith(("redis+cluster", "rediss+cluster"))
     store = RedisStore(client, prefix, 100, 600, 3600, sharded=sharded)
     queue = iter(range(events))
+    retries = [0]
 
     async def worker() -> None:
         for i in queue:
-            await store.publish(Envelope(channels[i % len(channels)], "t", b'{"i":%d}' % i))
+            envelope = Envelope(channels[i % len(channels)], "t", b'{"i":%d}' % i, id=f"e{i}")
+            while True:
+                try:
+                    await store.publish(envelope)
+                    break
+                except BrokerUnavailable:  # a stalled machine; the id makes the retry safe
+                    retries[0] += 1
 
     await store.publish(Envelope(channels[0], "t", b"0"))  # load the script, warm the pool
     start = time.perf_counter()
     await asyncio.gather(*[worker() for _ in range(CONCURRENCY)])
     elapsed = time.perf_counter() - start
     await client.aclose()
+    if retries[0]:
+        print(f"({retries[0]} publishes retried)")
     return events / elapsed
 
 
@@ -120,6 +131,15 @@ def _deliveries(url: str, prefix: str, channels: list[str], events: int) -> dict
                 node.kill()
 
 
+def _cpu(procs: list[RedisProc]) -> dict[int, float]:
+    """CPU seconds (user + sys) each Redis server has used so far."""
+    out = {}
+    for proc in procs:
+        info = proc.client().info("cpu")
+        out[proc.port] = float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+    return out
+
+
 def _spublish_calls(cluster: RedisCluster3x2) -> dict[int, int]:
     calls = {}
     for port in cluster.primaries():
@@ -170,11 +190,21 @@ def main() -> None:
             for name, url in urls.items():
                 prefix = f"bc{run}{name[0]}:"
                 before = _spublish_calls(cluster) if name == "cluster" else {}
+                servers = (
+                    [single] if name == "single" else [cluster.proc(p) for p in cluster.primaries()]
+                )
+                cpu_before = _cpu(servers)
                 row[name] = {
                     "publish_script_events_per_s": asyncio.run(
                         _publish(url, prefix, channels, args.events)
                     ),
                     **_deliveries(url, prefix + "d:", channels, args.events),
+                }
+                cpu = _cpu(servers)
+                # Redis CPU per 10,000 events (publish-script pass + deliveries pass): the
+                # busiest server's share is what limits a deployment whose shards have cores
+                row[name]["redis_cpu_s_per_10k_events"] = {
+                    str(p): (cpu[p] - cpu_before[p]) / (2 * args.events) * 10000 for p in cpu
                 }
                 if name == "cluster":
                     after = _spublish_calls(cluster)
@@ -188,10 +218,24 @@ def main() -> None:
         cluster.stop()
         single.stop()
     summary: dict[str, Any] = {}
+    runs = results["runs"]
     for metric in ("publish_script_events_per_s", "events_per_s", "deliveries_per_s"):
-        s = statistics.median(r["single"][metric] for r in results["runs"])
-        c = statistics.median(r["cluster"][metric] for r in results["runs"])
-        summary[metric] = {"single": s, "cluster": c, "cluster_to_single": c / s}
+        summary[metric] = {
+            "single": statistics.median(r["single"][metric] for r in runs),
+            "cluster": statistics.median(r["cluster"][metric] for r in runs),
+            # the ratio within each run (same machine state), then its median
+            "cluster_to_single": statistics.median(
+                r["cluster"][metric] / r["single"][metric] for r in runs
+            ),
+        }
+    busiest = "redis_cpu_s_per_10k_events"
+    summary[busiest] = {
+        "single": statistics.median(max(r["single"][busiest].values()) for r in runs),
+        "cluster_busiest_shard": statistics.median(
+            max(r["cluster"][busiest].values()) for r in runs
+        ),
+        "cluster_all_shards": statistics.median(sum(r["cluster"][busiest].values()) for r in runs),
+    }
     results["summary"] = summary
     print(json.dumps({"summary": summary, "skew": results["skew"]}, indent=1))
     if args.json:
