@@ -12,10 +12,16 @@ import signal
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import redis
 
 from tests.conftest import free_port
+
+
+def _call(client: redis.Redis, *args: str) -> Any:
+    """A raw command (redis-py leaves ``execute_command`` untyped)."""
+    return client.execute_command(*args)  # type: ignore[no-untyped-call]
 
 
 def _binary() -> str:
@@ -144,7 +150,7 @@ class RedisCluster3x2:
             if not proc.alive:
                 continue
             try:
-                text = proc.client().execute_command("CLUSTER", "NODES")
+                text = _call(proc.client(), "CLUSTER", "NODES")
             except redis.RedisError:
                 continue
             raw = text.decode() if isinstance(text, bytes) else str(text)
@@ -204,7 +210,7 @@ class RedisCluster3x2:
             for proc in self.procs:
                 if proc.alive:
                     try:
-                        info = proc.client().execute_command("CLUSTER", "INFO")
+                        info = _call(proc.client(), "CLUSTER", "INFO")
                         states.append(b"cluster_state:ok" in info)
                     except redis.RedisError:
                         states.append(False)
@@ -264,8 +270,8 @@ class SentinelSetup:
         for sentinel in self.sentinels:
             if sentinel.alive:
                 try:
-                    _host, port = sentinel.client().execute_command(
-                        "SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.SERVICE
+                    _host, port = _call(
+                        sentinel.client(), "SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.SERVICE
                     )
                     return int(port)
                 except (redis.RedisError, TypeError):
