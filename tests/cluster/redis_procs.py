@@ -190,6 +190,20 @@ class RedisCluster3x2:
                     return int(node["port"])
         raise AssertionError(f"slot {slot} has no live primary")
 
+    def migrate_slot(self, slot: int, source: int, target: int) -> None:
+        """Move ``slot`` and its keys from primary ``source`` to primary ``target`` (ports)."""
+        ids = self.primaries()
+        src, dst = self.proc(source).client(), self.proc(target).client()
+        _call(dst, "CLUSTER", "SETSLOT", str(slot), "IMPORTING", ids[source])
+        _call(src, "CLUSTER", "SETSLOT", str(slot), "MIGRATING", ids[target])
+        while True:
+            keys = _call(src, "CLUSTER", "GETKEYSINSLOT", str(slot), "100")
+            if not keys:
+                break
+            _call(src, "MIGRATE", "127.0.0.1", str(target), "", "0", "5000", "KEYS", *keys)
+        for port in (target, source, *[p for p in ids if p not in (source, target)]):
+            _call(self.proc(port).client(), "CLUSTER", "SETSLOT", str(slot), "NODE", ids[target])
+
     def _replicas_synced(self) -> bool:
         """Every live replica has a working link to its primary (else it cannot take over)."""
         for proc in self.procs:

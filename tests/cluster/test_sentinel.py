@@ -77,6 +77,8 @@ def test_primary_killed_while_events_flow(
             statuses.append((await asyncio.to_thread(servers[0].get, "/healthz"))[0])
             await asyncio.sleep(0.1)
         await settle(recorders, quiet=3.0)
+        for rec in recorders:
+            await rec.close()  # the servers then stop at once
         return recorders
 
     try:
