@@ -19,7 +19,6 @@ from typing import Any
 
 import hiredis
 import redis.asyncio as aioredis
-from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisClusterException, RedisError
 
 from realtime.brokers import redis_layout, redis_urls
@@ -31,7 +30,8 @@ from realtime.errors import BrokerUnavailable
 
 logger = logging.getLogger(__name__)
 
-CLUSTER_IN_FLIGHT = 32  # store calls at once on a cluster client (its pools hold 32 per node)
+# store calls at once on a cluster or Sentinel client (their pools hold 32 per node / 64)
+STORE_IN_FLIGHT = 32
 
 
 def store_client(url: str) -> Any:
@@ -85,11 +85,11 @@ class RedisStore:
         self._publish_to_pubsub = publish_to_pubsub
         script = redis_layout.SHARDED_PUBLISH_SCRIPT if sharded else redis_layout.PUBLISH_SCRIPT
         self._publish_script = client.register_script(script)
-        # a cluster client's per-node pool fails at once when full (it cannot wait like the
-        # one-Redis BlockingConnectionPool): bound the calls in flight below its size instead
-        self._gate = (
-            asyncio.Semaphore(CLUSTER_IN_FLIGHT) if isinstance(client, RedisCluster) else None
-        )
+        # the cluster's and Sentinel's pools fail at once when full (they cannot wait like
+        # the one-Redis BlockingConnectionPool): bound the calls in flight below their size
+        pool = getattr(client, "connection_pool", None)
+        blocking = isinstance(pool, aioredis.BlockingConnectionPool)
+        self._gate = None if blocking else asyncio.Semaphore(STORE_IN_FLIGHT)
         self._snapshot_script = client.register_script(redis_layout.SNAPSHOT_SCRIPT)
 
     async def publish(self, envelope: Envelope) -> tuple[Published, Event | None]:
