@@ -92,8 +92,11 @@ def test_two_nodes_every_shard_bridge_and_http(
         return recorders
 
     recorders = asyncio.run(scenario())
+    positions = transport.positions(channels)  # the bridge's read, pipelined over the shards
     transport.close()
     for name in channels:
+        sub = next(kind for kind in recorders[0].log[name] if kind[0] == "subscribed")
+        assert positions[name] == (sub[2], 20), name
         seen = [[(o, d) for kind, o, d in r.log[name] if kind == "event"] for r in recorders]
         assert [o for o, _ in seen[0]] == list(range(1, 21)), name
         assert all(s == seen[0] for s in seen), name  # same offsets and data on both nodes
