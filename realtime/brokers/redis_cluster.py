@@ -30,14 +30,8 @@ from redis.exceptions import RedisError
 from realtime.brokers import redis_layout, redis_urls
 from realtime.brokers.base import EventCallback, HealthCallback, Snapshot
 from realtime.brokers.link import LinkHealth
-from realtime.brokers.redis import (
-    Address,
-    PubSubConnection,
-    PubSubLink,
-    RedisStore,
-    fixed,
-    store_client,
-)
+from realtime.brokers.redis import RedisStore, store_client
+from realtime.brokers.redis_pubsub import Address, PubSubConnection, PubSubLink, fixed
 from realtime.brokers.redis_urls import RedisTarget
 from realtime.envelope import Envelope, Event, Published
 from realtime.errors import BrokerUnavailable
