@@ -164,3 +164,12 @@ async def settle(recorders: list[Recorder], quiet: float = 1.5, limit: float = 3
         if time.monotonic() - newest >= quiet:
             return
         await asyncio.sleep(0.2)
+
+
+async def wait_healthy(servers: list[ServerProcess], limit: float = 45.0) -> None:
+    """Wait until every server's /healthz is 200 (its broker back, after its back-off)."""
+    deadline = time.monotonic() + limit
+    for server in servers:
+        while (await asyncio.to_thread(server.get, "/healthz"))[0] != 200:
+            assert time.monotonic() < deadline, f"{server.url} still unhealthy"
+            await asyncio.sleep(0.2)

@@ -115,6 +115,7 @@ class RedisCluster3x2:
                         "--cluster-replica-validity-factor", "0",
                         "--save", "",
                         "--appendonly", "no",
+                        "--repl-diskless-sync-delay", "0",
                     ],
                 )
             )  # fmt: skip
@@ -242,7 +243,7 @@ class SentinelSetup:
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
-        common = ["--save", "", "--appendonly", "no"]
+        common = ["--save", "", "--appendonly", "no", "--repl-diskless-sync-delay", "0"]
         self.primary = RedisProc(free_port(), workdir, common)
         self.replica = RedisProc(free_port(), workdir, common)
         self.sentinels: list[RedisProc] = []
@@ -271,13 +272,18 @@ class SentinelSetup:
         self.wait_replicated()
 
     def wait_replicated(self, timeout: float = 20.0) -> None:
+        """Wait until the replica has finished its sync (else it cannot take over)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            info = self.primary_proc().client().info("replication")
-            if info.get("connected_slaves", 0) >= 1:
+            replica = self.replica if self.primary_proc() is self.primary else self.primary
+            try:
+                info = replica.client().info("replication")
+            except redis.RedisError:
+                info = {}
+            if info.get("role") == "slave" and info.get("master_link_status") == "up":
                 return
             time.sleep(0.1)
-        raise TimeoutError("the replica did not connect")
+        raise TimeoutError("the replica did not finish its sync")
 
     def primary_port(self) -> int:
         """The primary's port as the sentinels see it."""

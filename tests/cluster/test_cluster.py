@@ -26,6 +26,7 @@ from tests.cluster.flow import (
     cluster_client,
     settle,
     stored,
+    wait_healthy,
 )
 from tests.cluster.redis_procs import RedisCluster3x2
 from tests.conftest import ServerProcess
@@ -132,6 +133,7 @@ def test_primary_killed_while_events_flow(
         while publisher.is_alive():
             statuses.append((await asyncio.to_thread(servers[0].get, "/healthz"))[0])
             await asyncio.sleep(0.1)
+        await wait_healthy(servers)
         await settle(recorders, quiet=3.0)
         for rec in recorders:
             await rec.close()  # the servers then stop at once
@@ -140,7 +142,7 @@ def test_primary_killed_while_events_flow(
     try:
         recorders = asyncio.run(scenario())
         assert publisher.error is None, publisher.error
-        assert 503 in statuses and statuses[-1] == 200, statuses  # a shard had no primary
+        assert 503 in statuses, statuses  # a shard had no primary for a while
         # the replica took over the victim's slots while events flowed
         assert redis_cluster.owner_port(channel_slot(cprefix, shards[victim.port][0])) != (
             victim.port

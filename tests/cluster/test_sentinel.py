@@ -8,17 +8,15 @@ every event or a resync notice.
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 from typing import Any
 
 import pytest
-import redis
 
 from django_bridge import conf
 from django_bridge.transports import RedisTransport
 from realtime.envelope import Envelope
-from tests.cluster.flow import Publisher, Recorder, check, settle, stored
+from tests.cluster.flow import Publisher, Recorder, check, settle, stored, wait_healthy
 from tests.cluster.redis_procs import SentinelSetup
 
 pytestmark = pytest.mark.broker
@@ -76,6 +74,7 @@ def test_primary_killed_while_events_flow(
         while publisher.is_alive():
             statuses.append((await asyncio.to_thread(servers[0].get, "/healthz"))[0])
             await asyncio.sleep(0.1)
+        await wait_healthy(servers)
         await settle(recorders, quiet=3.0)
         for rec in recorders:
             await rec.close()  # the servers then stop at once
@@ -84,7 +83,7 @@ def test_primary_killed_while_events_flow(
     try:
         recorders = asyncio.run(scenario())
         assert publisher.error is None, publisher.error
-        assert 503 in statuses and statuses[-1] == 200, statuses
+        assert 503 in statuses, statuses  # no primary for a while
         assert sentinel_setup.primary_port() != victim.port
         primary = sentinel_setup.primary_proc().client()
         for name in channels:
@@ -93,12 +92,5 @@ def test_primary_killed_while_events_flow(
             for rec in recorders:
                 check(rec, name, final, data)
     finally:
-        victim.start()  # comes back as a replica of the new primary
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                if victim.client().info("replication").get("master_link_status") == "up":
-                    break
-            except redis.RedisError:
-                pass
-            time.sleep(0.2)
+        victim.start()  # the sentinels make it a replica of the new primary
+        sentinel_setup.wait_replicated(timeout=30)
