@@ -297,14 +297,29 @@ def _check_url(name: str, value: str | None, schemes: tuple[str, ...]) -> None:
         raise ConfigError(f"{name}: bad port in {value!r}") from None
 
 
+def _check_broker_url(name: str, value: str | None, others: tuple[str, ...]) -> None:
+    """Check a URL that may be any Redis form (one, cluster, sentinel) or one of ``others``."""
+    if value is None:
+        return
+    from realtime.brokers import redis_urls  # pure parsing, no client
+
+    if not redis_urls.is_redis_url(value):
+        _check_url(name, value, (*redis_urls.REDIS_SCHEMES, *others))
+        return
+    try:
+        redis_urls.parse(value)
+    except redis_urls.RedisURLError as exc:
+        raise ConfigError(f"{name}: {exc} in {redis_urls.safe(value)!r}") from None
+
+
 def validate(settings: Settings) -> Settings:
     """Check cross-field rules; return the settings (with demo/dev defaults filled in)."""
     for name, ok, expected in _VALIDATORS:
         value = getattr(settings, name)
         if not ok(value):
             raise ConfigError(f"{name}: must be {expected}, got {value!r}")
-    _check_url("broker_url", settings.broker_url, ("memory", "redis", "rediss", "amqp", "amqps"))
-    _check_url("redis_url", settings.redis_url, ("redis", "rediss"))
+    _check_broker_url("broker_url", settings.broker_url, ("memory", "amqp", "amqps"))
+    _check_broker_url("redis_url", settings.redis_url, ())
     if settings.workers > 1 and settings.broker_url.startswith("memory"):
         raise ConfigError(
             "workers: more than 1 needs a shared broker (redis:// or amqp://); "

@@ -37,7 +37,7 @@ from redis.exceptions import RedisError
 
 from realtime.brokers import amqp_layout
 from realtime.brokers.base import EventCallback, HealthCallback, Snapshot
-from realtime.brokers.link import LinkHealth, backoff_delays
+from realtime.brokers.link import Backoff, LinkHealth
 from realtime.brokers.memory_store import MemoryStore
 from realtime.brokers.redis import RedisStore, store_client
 from realtime.config import Settings
@@ -319,7 +319,7 @@ class RabbitMQBroker:
         return params
 
     async def _run(self) -> None:
-        delays = backoff_delays()
+        backoff = Backoff()
         loop = asyncio.get_running_loop()
         while True:
             link = _Link(self._params(), loop, self._on_message)
@@ -335,7 +335,7 @@ class RabbitMQBroker:
                 self._link = link
                 await self._declare(link)
                 self._health.up()
-                delays = backoff_delays()
+                backoff.connected()
                 reason = await asyncio.shield(link.lost)  # cancelling us must not cancel it
                 self._health.down(f"rabbitmq link lost: {reason}")
             except asyncio.CancelledError:
@@ -352,7 +352,7 @@ class RabbitMQBroker:
                 self._queue = ""
                 self._fail_echoes("rabbitmq link lost")
                 link.close()
-            await asyncio.sleep(next(delays))
+            await asyncio.sleep(backoff.next_delay())
 
     async def _declare(self, link: _Link) -> None:
         """Declare the exchange and this link's queue, bind, and start consuming."""

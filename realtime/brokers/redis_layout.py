@@ -89,6 +89,23 @@ end
 return {epoch, offset, 0, event}
 """
 
+
+def sharded(script: str) -> str:
+    """Return ``script`` with its final PUBLISH turned into SPUBLISH (Redis Cluster).
+
+    A sharded pub/sub message stays on the shard that owns its slot instead of being
+    broadcast over the whole cluster bus; the pub/sub channel ``P{C}`` shares the channel's
+    hash tag, so it belongs to the same slot as the keys the script touches.
+    """
+    call = 'redis.call("PUBLISH", ARGV[1], '
+    if script.count(call) != 1:
+        raise ValueError("the publish script no longer ends with one PUBLISH of ARGV[1]")
+    return script.replace(call, 'redis.call("SPUBLISH", ARGV[1], ')
+
+
+# The same script for Redis Cluster (7.0+): SPUBLISH, received with SSUBSCRIBE.
+SHARDED_PUBLISH_SCRIPT = sharded(PUBLISH_SCRIPT)
+
 # KEYS: 1 meta, 2 hist, 3 state. ARGV: 1 history count, 2 and 3 unused (kept for callers).
 # Returns {epoch, offset, state or false, history...}, read in one step so that offset, state
 # and history agree. A channel nobody published on has no meta: the reply is the empty epoch
