@@ -79,6 +79,9 @@ def test_recovery_with_since_and_state(
                 *[{"channel": "contest:8", "type": "t", "data": i} for i in range(5)]
             )
             assert [e["offset"] for e in await c.events(5)] == [1, 2, 3, 4, 5]
+            # subscribed before the first event: the notice named the epoch it started
+            assert epoch == "0"
+            epoch = c.epoch_notices["contest:8"]
         # away while 3 more are published, one of them state
         redis_server.publish(
             *[
