@@ -25,7 +25,7 @@ import logging
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 import orjson
@@ -72,12 +72,15 @@ class Contest:
     top_n: int = 50
 
     def elapsed_ms(self, at: float | datetime) -> int:
-        """Return milliseconds from the start to ``at``.
+        """Return whole milliseconds from the start to ``at`` (the floor, never rounded up).
+
+        Computed on integer microseconds, so that 59.9996 s after the start is minute 0 and
+        second 59, not minute 1.
 
         Raises:
             ValueError: ``at`` is before the start.
         """
-        elapsed = round((_seconds(at) - _seconds(self.start)) * 1000)
+        elapsed = (_micros(at) - _micros(self.start)) // 1000
         if elapsed < 0:
             raise ValueError(f"verdict time {at!r} is before the contest start")
         return elapsed
@@ -87,11 +90,23 @@ class Contest:
         """Return the freeze time in ms since the start, or None without a freeze."""
         if self.freeze_at is None:
             return None
-        return max(0, round((_seconds(self.freeze_at) - _seconds(self.start)) * 1000))
+        return max(0, (_micros(self.freeze_at) - _micros(self.start)) // 1000)
 
 
 def _seconds(value: float | datetime) -> float:
     return value.timestamp() if isinstance(value, datetime) else float(value)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+def _micros(value: float | datetime) -> int:
+    """Return epoch microseconds: exact for aware datetimes, the nearest for numbers."""
+    if isinstance(value, datetime) and value.tzinfo is not None:
+        return (value - _EPOCH) // _MICROSECOND
+    # a float's last bits are noise below the microsecond: round there, floor later
+    return round(_seconds(value) * 1_000_000)
 
 
 @dataclass(frozen=True, slots=True)
