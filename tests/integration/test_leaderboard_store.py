@@ -21,7 +21,9 @@ class Sent:
     def __init__(self) -> None:
         self.events: list[tuple[str, str, Any, bool]] = []
 
-    def __call__(self, channel: str, type_: str, data: Any, state: bool = False) -> None:
+    def __call__(
+        self, channel: str, type_: str, data: Any, state: bool = False, version: Any = None
+    ) -> None:
         self.events.append((channel, type_, data, state))
 
     def on(self, channel: str) -> list[tuple[str, Any, bool]]:
