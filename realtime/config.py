@@ -28,22 +28,31 @@ class Namespace:
 
     ``access``: ``public`` (anyone), ``user`` (token ``sub`` equals the part after the
     colon), ``granted`` (token ``channels`` claim grants it). ``coalesce_ms`` > 0 lets the
-    fan-out skip intermediate events within that window (latest wins).
+    fan-out skip intermediate events within that window (latest wins); with ``merge_max``
+    > 0 the window's events are sent together in one frame instead (at most that many, the
+    newest: a client sees the offset gap when more were dropped). ``presence`` counts the
+    channel's watchers across nodes and publishes them on ``presence:<channel>``.
     """
 
     access: Access = "public"
     coalesce_ms: int = 0
+    merge_max: int = 0
+    presence: bool = False
 
 
 def default_namespaces() -> dict[str, Namespace]:
     """Return the contract's default namespaces (PROTOCOL.md section 2)."""
     return {
-        "leaderboard": Namespace(access="public", coalesce_ms=500),
-        "contest": Namespace(access="public"),
+        "leaderboard": Namespace(access="public", coalesce_ms=500, presence=True),
+        "contest": Namespace(access="public", presence=True),
         "user": Namespace(access="user"),
         "submission": Namespace(access="granted"),
         # the unfrozen board of a contest's jury (docs/LEADERBOARDS.md); an addition
         "jury": Namespace(access="granted", coalesce_ms=500),
+        # every change of a public board as a small move, merged per window (LEADERBOARDS.md)
+        "standings": Namespace(access="public", coalesce_ms=500, merge_max=200),
+        # watcher counts of channels whose namespace sets presence (realtime/presence.py)
+        "presence": Namespace(access="public"),
     }
 
 
@@ -199,7 +208,7 @@ def _parse_namespaces(table: Any, origin: str) -> dict[str, Namespace]:
             raise ConfigError(f"{where}: namespace names are lowercase [a-z][a-z0-9_]*")
         if not isinstance(rules, dict):
             raise ConfigError(f"{where}: expected a table")
-        unknown = set(rules) - {"access", "coalesce_ms"}
+        unknown = set(rules) - {"access", "coalesce_ms", "merge_max", "presence"}
         if unknown:
             raise ConfigError(f"{where}: unknown key {sorted(unknown)[0]!r}")
         access = rules.get("access", "public")
@@ -208,7 +217,15 @@ def _parse_namespaces(table: Any, origin: str) -> dict[str, Namespace]:
         coalesce = rules.get("coalesce_ms", 0)
         if isinstance(coalesce, bool) or not isinstance(coalesce, int) or coalesce < 0:
             raise ConfigError(f"{where}: coalesce_ms must be an integer >= 0")
-        result[name] = Namespace(access=access, coalesce_ms=coalesce)
+        merge = rules.get("merge_max", 0)
+        if isinstance(merge, bool) or not isinstance(merge, int) or merge < 0:
+            raise ConfigError(f"{where}: merge_max must be an integer >= 0")
+        presence = rules.get("presence", False)
+        if not isinstance(presence, bool):
+            raise ConfigError(f"{where}: presence must be true or false")
+        result[name] = Namespace(
+            access=access, coalesce_ms=coalesce, merge_max=merge, presence=presence
+        )
     return result
 
 
