@@ -95,6 +95,7 @@ class Settings:
     history_size: int = 100
     history_ttl: int = 600
     meta_ttl: int = 86400
+    presence_interval: float = 5.0  # seconds between watcher-count reports; 0 = off
     # [logging]
     log_level: str = "INFO"
     log_json: bool = False
@@ -138,6 +139,7 @@ SECTIONS: dict[str, str] = {
     "history_size": "history",
     "history_ttl": "history",
     "meta_ttl": "history",
+    "presence_interval": "history",
     "log_level": "logging",
     "log_json": "logging",
 }
@@ -272,6 +274,7 @@ _VALIDATORS: list[tuple[str, Callable[[Any], bool], str]] = [
     ("history_size", lambda v: 0 <= v <= 100000, "between 0 and 100000"),
     ("history_ttl", lambda v: v >= 1, "at least 1 second"),
     ("meta_ttl", lambda v: v >= 0, "0 (never expire) or more seconds"),
+    ("presence_interval", lambda v: v == 0 or 0.1 <= v <= 3600, "0 (off) or 0.1 to 3600 s"),
     (
         "log_level",
         lambda v: v.upper() in ("DEBUG", "INFO", "WARNING", "ERROR"),

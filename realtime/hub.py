@@ -99,6 +99,10 @@ class Hub:
         """Channels with local subscribers."""
         return len(self._channels)
 
+    def counts(self, keep: Callable[[str], bool]) -> dict[str, int]:
+        """Return the local subscriber count of each channel that ``keep`` accepts."""
+        return {ch: len(subs) for ch, subs in self._channels.items() if keep(ch)}
+
     def subscribers(self, channel: str) -> list[Subscriber]:
         """Return a snapshot list of the channel's subscribers."""
         return list(self._channels.get(channel, {}).values())
