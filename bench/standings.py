@@ -9,7 +9,7 @@ Starts ``realtime serve`` (redis broker, a unique prefix) and, in this process, 
 2. Holds ``--watchers`` WebSocket clients and records verdicts paced at ``--rate`` a minute
    for ``--seconds``, twice per repetition, interleaved: *baseline*, watchers on
    ``leaderboard:<C>`` only (the top N, what existed before moves); *standings*, watchers
-   also on ``standings:<C>`` (every move, merged per window) and ``presence:leaderboard:<C>``.
+   also on ``standings:<C>`` (every move, merged per window) and ``presence:standings:<C>``.
    Reports frames and bytes per watcher per 500 ms window, per channel, and the server's
    CPU (from /proc), medians of ``--repeat`` runs, and the standings/baseline CPU ratio.
 
@@ -184,7 +184,7 @@ async def main_async(args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
         base = Watchers(url, [f"leaderboard:{cid}"], args.watchers)
         full = Watchers(
             url,
-            [f"leaderboard:{cid}", f"standings:{cid}", f"presence:leaderboard:{cid}"],
+            [f"leaderboard:{cid}", f"standings:{cid}", f"presence:standings:{cid}"],
             args.watchers,
         )
         runs: dict[str, list[dict[str, Any]]] = {"baseline": [], "standings": []}

@@ -50,7 +50,7 @@ def default_namespaces() -> dict[str, Namespace]:
         # the unfrozen board of a contest's jury (docs/LEADERBOARDS.md); an addition
         "jury": Namespace(access="granted", coalesce_ms=500),
         # every change of a public board as a small move, merged per window (LEADERBOARDS.md)
-        "standings": Namespace(access="public", coalesce_ms=500, merge_max=200),
+        "standings": Namespace(access="public", coalesce_ms=500, merge_max=200, presence=True),
         # watcher counts of channels whose namespace sets presence (realtime/presence.py)
         "presence": Namespace(access="public"),
     }

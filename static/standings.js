@@ -214,7 +214,7 @@
 
   /**
    * A live standings table: one page of the board, the viewer's row pinned (rank live
-   * within one coalescing window), and "N watching" from presence:leaderboard:<contest>.
+   * within one coalescing window), and "N watching" from presence:standings:<contest>.
    */
   function StandingsBoard(rt, options) {
     this.rt = rt;
@@ -239,7 +239,7 @@
       },
     });
     if (this.o.watching) {
-      this.presence = rt.subscribe("presence:leaderboard:" + this.o.contest, {
+      this.presence = rt.subscribe("presence:standings:" + this.o.contest, {
         onState: function (e) { if (e) self._watching(e.data.count); },
         onEvent: function (e) { self._watching(e.data.count); },
       });
