@@ -331,6 +331,23 @@ def _default_publish(
     publish(channel, type_, data, state=state, version=version)
 
 
+def _publish_batch(items: Sequence[tuple[str, str, Any, bool, int | None]]) -> None:
+    """Publish one verdict's events with the bridge in one send (one round trip).
+
+    Inside a transaction, or with the outbox, each goes through ``publish`` as usual.
+    """
+    from django.db import transaction
+
+    from django_bridge.conf import get_settings
+    from django_bridge.publishing import make_envelope, publish, send
+
+    if get_settings().outbox or transaction.get_connection().in_atomic_block:
+        for channel, type_, data, state, version in items:
+            publish(channel, type_, data, state=state, version=version)
+        return
+    send([make_envelope(c, t, d, s, version=v) for c, t, d, s, v in items])
+
+
 def standings_channel(contest_id: str) -> str:
     """Return ``standings:<contest>``: every change of the public board as a small move."""
     return f"standings:{contest_id}"
@@ -358,6 +375,7 @@ class Leaderboard:
         self._redis = client
         self._prefix = prefix
         self._publish = publish or _default_publish
+        self._batched = publish is None
         self._max_retries = max_retries
         self._record = client.register_script(scripts.RECORD_SCRIPT)
         self._unfreeze = client.register_script(scripts.UNFREEZE_SCRIPT)
@@ -484,21 +502,18 @@ class Leaderboard:
         rest = reply[12:]
         if unfrozen:
             public = jury  # the script published the jury row as the public one
+        out: list[tuple[str, str, Any, bool, int | None]] = []
         if jury_changed:
             top, rest = _take_rows(rest)
             mine = {**jury[1], "rank": int(jury_rank)}
             data = _board(contest, "jury", int(jury_v), bool(unfrozen), top, [mine])
-            self._publish(
-                f"jury:{contest.id}", "leaderboard.delta", data, state=True, version=int(jury_v)
-            )
+            out.append((f"jury:{contest.id}", "leaderboard.delta", data, True, int(jury_v)))
         if pub_changed:
             top, rest = _take_rows(rest)
             v = int(pub_v)
             mine = {**public[1], "rank": int(pub_rank)}
             data = _board(contest, "public", v, bool(unfrozen), top, [mine])
-            self._publish(
-                f"leaderboard:{contest.id}", "leaderboard.delta", data, state=True, version=v
-            )
+            out.append((f"leaderboard:{contest.id}", "leaderboard.delta", data, True, v))
             move = {
                 "contest": contest.id,
                 "v": v,
@@ -511,10 +526,10 @@ class Leaderboard:
                 "n": int(size),
                 "row": public[1],
             }
-            self._publish(standings_channel(contest.id), "leaderboard.move", move)
-            self._publish(
-                f"user:{user}", "leaderboard.rank", {"contest": contest.id, "v": v, **mine}
-            )
+            out.append((standings_channel(contest.id), "leaderboard.move", move, False, None))
+            rank = {"contest": contest.id, "v": v, **mine}
+            out.append((f"user:{user}", "leaderboard.rank", rank, False, None))
+        self._emit(out)
         return Recorded(
             duplicate=False,
             public_changed=bool(pub_changed),
@@ -522,6 +537,18 @@ class Leaderboard:
             public_rank=int(pub_rank),
             jury_rank=int(jury_rank),
         )
+
+    def _emit(self, items: list[tuple[str, str, Any, bool, int | None]]) -> None:
+        if not items:
+            return
+        if self._batched:
+            _publish_batch(items)
+            return
+        for channel, type_, data, state, version in items:
+            if version is None:
+                self._publish(channel, type_, data, state=state)
+            else:
+                self._publish(channel, type_, data, state=state, version=version)
 
     def unfreeze(self, contest: Contest, *, notify_users: bool = True) -> dict[str, Any]:
         """Make the public board the jury board for good and publish the final standings.
