@@ -72,6 +72,13 @@ class StandingsView:
         """Follow the watcher's own row (kept by counting: never needs a re-read)."""
         self.tracks[name] = Track("own", 0)
 
+    def reset(self) -> None:
+        """Read every track again (the channel was resynced: moves may be missing)."""
+        for t in self.tracks.values():
+            t.stale = True
+        self._moves.clear()
+        self._gap_since = None
+
     def requests(self) -> dict[str, ReadRequest]:
         """Return the reads the stale tracks need (``Leaderboard.window`` keyword arguments)."""
         out: dict[str, ReadRequest] = {}

@@ -23,8 +23,12 @@ def run(
     done: Any,
     paused: Any,
     elapsed: Any,
+    rate: float = 0.0,
 ) -> None:
-    """Record ``verdicts`` (submission, user, problem, result, at); count them in ``done``."""
+    """Record ``verdicts`` (submission, user, problem, result, at); count them in ``done``.
+
+    ``rate`` > 0 paces this process at that many verdicts a second.
+    """
     import django
     import redis
     from django.conf import settings
@@ -41,7 +45,11 @@ def run(
     board = Leaderboard(redis.Redis.from_url(redis_url), prefix=prefix + "lb:")
     spec = Contest(**contest)
     busy = 0.0
+    due = time.monotonic()
     for submission, user, problem, result, at in verdicts:
+        if rate > 0:
+            due = max(due + 1 / rate, time.monotonic() - 1.0)
+            time.sleep(max(0.0, due - time.monotonic()))
         while not go.is_set():
             paused[index] = 1
             go.wait(0.05)

@@ -49,11 +49,14 @@ class Size:
     verdicts: int
     watchers: int
     checkpoints: int
+    rate: float = 0.0  # verdicts a second per recorder (0: as fast as it goes)
 
 
 SIZES = {
     "quick": Size(contestants=800, verdicts=1_500, watchers=80, checkpoints=2),
-    "full": Size(contestants=10_000, verdicts=20_000, watchers=300, checkpoints=4),
+    # 3 x 40/s = 7,200 verdicts a minute: 7x the burst, within what one test
+    # process can follow for 300 watchers on this machine
+    "full": Size(contestants=10_000, verdicts=20_000, watchers=300, checkpoints=4, rate=40),
 }
 
 
@@ -160,6 +163,7 @@ class Watcher:
     bytes: int = 0
     move_frames: int = 0
     move_bytes: int = 0
+    resyncs: int = 0
     ready: asyncio.Event = field(default_factory=asyncio.Event)
 
     def __post_init__(self) -> None:
@@ -202,8 +206,14 @@ async def _watch(url: str, w: Watcher, board: Leaderboard, contest: Contest) -> 
                         w.top = msg["data"]
                 elif op == "subscribed":
                     subscribed += 1
-                    if channel == boards and msg["state"]:
-                        w.top = msg["state"]["data"]
+                    if subscribed > 2:  # unasked: the server resynced us, moves may be lost
+                        w.resyncs += 1
+                        if channel == moves:
+                            w.view.reset()
+                    state = msg["state"]
+                    newer = state and (w.top is None or state["data"]["v"] > w.top["v"])
+                    if channel == boards and newer:
+                        w.top = state["data"]
             if subscribed == 2 and not w.ready.is_set():
                 w.ready.set()
             if w.ready.is_set():
@@ -235,6 +245,7 @@ class Outcome:
     bytes: int = 0
     move_frames: int = 0
     move_bytes: int = 0
+    resyncs: int = 0
     duration: float = 0.0
 
 
@@ -255,14 +266,20 @@ def _check(
         assert _cmp(w.top["top"], rules) == _cmp(expected[:TOP_N], rules), f"watcher {i} top"
 
 
-async def _caught_up(watchers: list[Watcher], v: int, within: float) -> float:
+async def _caught_up(
+    watchers: list[Watcher], v: int, within: float, tasks: list[asyncio.Task[None]]
+) -> float:
     began = time.monotonic()
     while time.monotonic() - began < within:
+        for task in tasks:
+            if task.done():
+                task.result()  # a watcher that died: its error is the failure
+                raise AssertionError("a watcher's connection ended")
         if all(w.versions() == (v, v, v) and not w.view.requests() for w in watchers):
             return time.monotonic() - began
         await asyncio.sleep(0.02)
-    behind = [w.versions() for w in watchers if w.versions() != (v, v, v)][:5]
-    raise AssertionError(f"watchers not at v{v} after {within} s: {behind}")
+    behind = [(w.versions(), w.resyncs) for w in watchers if w.versions() != (v, v, v)]
+    raise AssertionError(f"{len(behind)} watchers not at v{v} after {within} s: {behind[:5]}")
 
 
 async def _run(rules: str, size: Size, port: int, prefix: str, client: redis.Redis) -> Outcome:
@@ -287,7 +304,7 @@ async def _run(rules: str, size: Size, port: int, prefix: str, client: redis.Red
     procs = [
         ctx.Process(
             target=standings_recorder.run,
-            args=(i, REDIS_URL, prefix, spec, slices[i], go, done, paused, elapsed),
+            args=(i, REDIS_URL, prefix, spec, slices[i], go, done, paused, elapsed, size.rate),
         )
         for i in range(RECORDERS)
     ]
@@ -308,7 +325,7 @@ async def _run(rules: str, size: Size, port: int, prefix: str, client: redis.Red
                 await asyncio.sleep(0.01)
             recorded = [v for i in range(RECORDERS) for v in slices[i][: done[i]]]
             v = board.snapshot(contest)["v"]
-            outcome.lags.append(await _caught_up(watchers, v, CATCH_UP_S))
+            outcome.lags.append(await _caught_up(watchers, v, CATCH_UP_S, tasks))
             _check(watchers, rules, recorded, contest, board)
             outcome.checks += 1
             go.set()
@@ -323,6 +340,7 @@ async def _run(rules: str, size: Size, port: int, prefix: str, client: redis.Red
         outcome.bytes = sum(w.bytes for w in watchers)
         outcome.move_frames = sum(w.move_frames for w in watchers)
         outcome.move_bytes = sum(w.move_bytes for w in watchers)
+        outcome.resyncs = sum(w.resyncs for w in watchers)
         # a late joiner: the final board at once, with no further verdict
         async with websockets.connect(url, max_size=None) as late:
             await late.recv()  # welcome
@@ -374,6 +392,7 @@ def server(prefix: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[in
         yield process.port
     finally:
         process.stop(timeout=10)
+        print(f"\nserver log: {process.log_path}")
 
 
 def _report(rules: str, size: Size, out: Outcome) -> None:
@@ -385,7 +404,8 @@ def _report(rules: str, size: Size, out: Outcome) -> None:
         f" {out.frames / size.watchers / windows:.2f} frames,"
         f" {out.bytes / size.watchers / windows:.0f} bytes (moves alone:"
         f" {out.move_frames / size.watchers / windows:.2f} frames,"
-        f" {out.move_bytes / size.watchers / windows:.0f} bytes); re-reads {out.reads}"
+        f" {out.move_bytes / size.watchers / windows:.0f} bytes); re-reads {out.reads},"
+        f" resyncs {out.resyncs}"
     )
 
 
