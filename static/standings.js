@@ -49,6 +49,13 @@
     this.tracks[name || "own"] = new Track("own", 0, 0, 0);
   };
 
+  /** Read every track again (the channel was resynced: moves may be missing). */
+  StandingsView.prototype.reset = function () {
+    for (var name in this.tracks) this.tracks[name].stale = true;
+    this.moves.clear();
+    this.gapSince = null;
+  };
+
   /** The reads stale tracks need: {name: {start, count} or {around, k}}. */
   StandingsView.prototype.requests = function () {
     var out = {};
@@ -229,7 +236,7 @@
     this.sub = rt.subscribe("standings:" + this.o.contest, {
       onState: function () {
         // (re)subscribed without recovery: every track reads the board again
-        for (var name in self.view.tracks) self.view.tracks[name].stale = true;
+        self.view.reset();
         self._read();
       },
       onEvent: function (event) {
