@@ -101,7 +101,8 @@ class Presence:
             if self._published.get(channel) == count:
                 continue
             data = orjson.dumps({"channel": channel, "count": count})
-            await self._node.publish(
+            # straight to the broker: realtime_published_total counts what publishers send
+            await self._node.broker.publish(
                 Envelope(presence_channel(channel), EVENT_TYPE, data, state=True)
             )
             if count:
