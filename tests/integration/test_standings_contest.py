@@ -36,7 +36,7 @@ from tests.conftest import REDIS_URL, ServerProcess, free_port, require_service,
 from tests.integration import standings_recorder
 
 WINDOW_S = 0.5  # coalesce_ms of the standings and leaderboard namespaces
-CATCH_UP_S = 20.0  # how long watchers may take to reach the board's version at a checkpoint
+CATCH_UP_S = 60.0  # how long watchers may take to reach the board's version at a checkpoint
 RECORDERS = 3
 PAGE = 25
 TOP_N = 25
@@ -54,9 +54,9 @@ class Size:
 
 SIZES = {
     "quick": Size(contestants=800, verdicts=1_500, watchers=80, checkpoints=2),
-    # 3 x 40/s = 7,200 verdicts a minute: 7x the burst, within what one test
-    # process can follow for 300 watchers on this machine
-    "full": Size(contestants=10_000, verdicts=20_000, watchers=300, checkpoints=4, rate=40),
+    # 3 x 20/s = 3,600 verdicts a minute: 3.6x the burst, about what one test
+    # process can follow for 300 watchers on this (shared, 2-core) machine
+    "full": Size(contestants=10_000, verdicts=16_000, watchers=300, checkpoints=4, rate=20),
 }
 
 
@@ -382,17 +382,24 @@ def prefix(redis_client: redis.Redis) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def server(prefix: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    # hundreds of watchers share this one test process: on a busy machine it may read late,
+    # which must not look like a dead peer (heartbeat) or a slow consumer (send buffer)
+    env = server_env(
+        broker_url=REDIS_URL,
+        redis_prefix=prefix,
+        log_level="WARNING",
+        heartbeat="300",
+        max_send_buffer=str(64 << 20),
+    )
     process = ServerProcess(
-        port=free_port(),
-        env=server_env(broker_url=REDIS_URL, redis_prefix=prefix, log_level="WARNING"),
-        log_path=tmp_path_factory.mktemp("standings") / "server.log",
+        port=free_port(), env=env, log_path=tmp_path_factory.mktemp("standings") / "server.log"
     )
     try:
         process.start()
         yield process.port
     finally:
         process.stop(timeout=10)
-        print(f"\nserver log: {process.log_path}")
+        print(f"\nserver log:\n{process.log()[-3000:]}")
 
 
 def _report(rules: str, size: Size, out: Outcome) -> None:
