@@ -72,6 +72,7 @@ def envelope_json(envelope: Envelope, **extra: Any) -> bytes:
             "type": envelope.type,
             "state": envelope.state,
             "id": envelope.id,
+            **({"version": envelope.version} if envelope.version is not None else {}),
         }
     )
     return head[:-1] + b',"data":' + envelope.data_json + b"}"

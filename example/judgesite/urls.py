@@ -11,6 +11,11 @@ urlpatterns = [
     path("", views.index, name="index"),
     path("contest/<int:contest_id>/", views.contest_detail, name="contest"),
     path("contest/<int:contest_id>/standings/", standings.standings_view, name="standings"),
+    path(
+        "contest/<int:contest_id>/standings/rows",
+        standings.standings_rows,
+        name="standings-rows",
+    ),
     path("problem/<int:problem_id>/", views.problem_detail, name="problem"),
     path("submission/<int:submission_id>/", views.submission_detail, name="submission"),
     path("login/", auth_views.LoginView.as_view(), name="login"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import random
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -174,3 +175,32 @@ def test_contest_clock_accepts_datetimes_and_rejects_times_before_start() -> Non
     assert contest.freeze_ms == 4 * 3600 * 1000
     with pytest.raises(ValueError):
         contest.elapsed_ms(start - timedelta(seconds=1))
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_elapsed_time_is_floored_never_rounded_up(seed: int) -> None:
+    """ICPC minutes and IOI seconds are floors of the time since the start (59.9996 s is 0:59)."""
+    rng = random.Random(seed)
+    for _ in range(2000):
+        start_us = rng.randrange(1_700_000_000_000_000, 1_800_000_000_000_000)
+        elapsed_us = rng.choice(
+            [rng.randrange(0, 10**10), 60_000_000 * rng.randrange(1, 300) - 400]
+        )
+        start = datetime.fromtimestamp(0, UTC) + timedelta(microseconds=start_us)
+        at = start + timedelta(microseconds=elapsed_us)
+        contest = Contest(id="f", start=start)
+        assert contest.elapsed_ms(at) == elapsed_us // 1000
+        row = build_row(contest, "u", {"A": [make_attempt(contest, "AC", contest.elapsed_ms(at))]})[
+            1
+        ]
+        assert row["cells"]["A"][1] == elapsed_us // 60_000_000
+        ioi = Contest(id="f", rules="ioi", start=start)
+        cell = build_row(ioi, "u", {"A": [make_attempt(ioi, 5, ioi.elapsed_ms(at))]})[1]
+        assert cell["cells"]["A"][1] == elapsed_us // 1_000_000
+
+
+def test_epoch_float_times_floor_at_the_minute() -> None:
+    """With epoch floats too, a verdict 0.4 ms before a minute is in the earlier minute."""
+    contest = Contest(id="f", start=1_795_000_000.0)
+    assert contest.elapsed_ms(1_795_000_059.9996) == 59_999
+    assert contest.elapsed_ms(1_795_000_060.0) == 60_000
