@@ -44,6 +44,10 @@ COMPILE_ERROR = "CE"
 # keep every key representable, so equal totals give bit-equal scores and ties are exact.
 ICPC_PENALTY_LIMIT = 10**9  # minutes
 ICPC_SOLVED_LIMIT = 10**6
+# with the last-accepted tie-break the key holds three parts: smaller ranges, same 2**53
+ICPC_TB_MINUTE_LIMIT = 10**5  # minutes since the start (about 69 days)
+ICPC_TB_PENALTY_LIMIT = 10**6
+ICPC_TB_SOLVED_LIMIT = 2**53 // (ICPC_TB_PENALTY_LIMIT * ICPC_TB_MINUTE_LIMIT)
 IOI_TIME_LIMIT = 10**8  # seconds since the start (about 3 years)
 IOI_TOTAL_LIMIT = 2**53 // IOI_TIME_LIMIT  # hundredths of a point (~900,000 points)
 
@@ -60,7 +64,9 @@ class Contest:
     ``start`` and ``freeze_at`` are epoch seconds or aware datetimes. From ``freeze_at``
     the public board counts only attempts submitted before it; ``penalty`` is the minutes
     added per wrong attempt before the first accepted one (ICPC); ``ce_counts`` makes a
-    compile error count as a wrong attempt. ``top_n`` rows are published.
+    compile error count as a wrong attempt; ``last_ac_tiebreak`` (ICPC) breaks a tie in
+    solved and penalty by the earlier last accepted minute (the World Finals rule), and
+    rows then carry ``last``. ``top_n`` rows are published.
     """
 
     id: str
@@ -70,6 +76,7 @@ class Contest:
     penalty: int = 20
     ce_counts: bool = False
     top_n: int = 50
+    last_ac_tiebreak: bool = False
 
     def elapsed_ms(self, at: float | datetime) -> int:
         """Return whole milliseconds from the start to ``at`` (the floor, never rounded up).
@@ -183,6 +190,24 @@ def icpc_key(solved: int, penalty: int) -> int:
     return solved * ICPC_PENALTY_LIMIT - penalty
 
 
+def icpc_tiebreak_key(solved: int, penalty: int, last_minute: int) -> int:
+    """Return the ordering key with the last-accepted tie-break: more solved, then less
+    penalty, then the earlier minute of the last accepted problem.
+
+    Raises:
+        ValueError: a total beyond the exact range (see ``ICPC_TB_*_LIMIT``).
+    """
+    if not (
+        0 <= last_minute < ICPC_TB_MINUTE_LIMIT
+        and 0 <= penalty < ICPC_TB_PENALTY_LIMIT
+        and 0 <= solved < ICPC_TB_SOLVED_LIMIT
+    ):
+        raise ValueError(
+            f"ICPC totals out of range: solved={solved} penalty={penalty} last={last_minute}"
+        )
+    return (solved * ICPC_TB_PENALTY_LIMIT - penalty) * ICPC_TB_MINUTE_LIMIT - last_minute
+
+
 def ioi_cell(attempts: Iterable[Attempt]) -> IoiCell:
     """Summarise a problem's attempts by the IOI rules: best score, when first reached."""
     items = list(attempts)
@@ -272,6 +297,10 @@ def build_row(
             penalty=penalty,
             cells={p: [c.wrong, c.minute] for p, c in icpc.items() if visible[p]},
         )
+        if contest.last_ac_tiebreak:
+            last = max((c.minute for c in icpc.values() if c.minute is not None), default=0)
+            row["last"] = last
+            return icpc_tiebreak_key(solved, penalty, last), row
         return icpc_key(solved, penalty), row
     ioi = {p: ioi_cell(items) for p, items in visible.items()}
     total, last = ioi_totals(ioi.values())
