@@ -1,0 +1,100 @@
+"""Read a Contest API event feed over HTTP: keep-alives, reconnects, resyncs.
+
+``follow`` connects to ``<base>/contests/<id>/event-feed``, hands every line to a
+``Follower`` and reconnects after any break from the last resume point (``since_token``,
+or ``since_id`` for a 2020-03 feed). A 400 to a resumed request means the server refused
+the token: the follower starts again from the beginning (repeats change nothing).
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import random
+import threading
+import urllib.error
+import urllib.parse
+import urllib.request
+from http.client import HTTPException
+
+from django_bridge.ccs.feed import FeedError, parse_line
+from django_bridge.ccs.follower import Follower
+
+logger = logging.getLogger(__name__)
+
+
+class FollowError(RuntimeError):
+    """The feed cannot be followed (wrong URL, contest or credentials)."""
+
+
+def feed_url(base: str, contest_id: str, token: str | None, old_dialect: bool) -> str:
+    """Return the event-feed URL, resuming after ``token`` when there is one."""
+    url = f"{base.rstrip('/')}/contests/{urllib.parse.quote(contest_id)}/event-feed"
+    if token is None:
+        return url
+    name = "since_id" if old_dialect else "since_token"
+    return f"{url}?{urllib.parse.urlencode({name: token})}"
+
+
+def follow(
+    base: str,
+    follower: Follower,
+    *,
+    user: str | None = None,
+    password: str | None = None,
+    stop: threading.Event | None = None,
+    read_timeout: float = 300.0,
+    max_backoff: float = 30.0,
+) -> None:
+    """Follow the feed until ``state.end_of_updates`` or ``stop`` is set.
+
+    ``read_timeout`` should exceed the feed's keep-alive period (120 s in the spec).
+
+    Raises:
+        FollowError: 401, 403 or 404 (retrying would not help).
+    """
+    stop = stop or threading.Event()
+    headers = {"Accept": "application/x-ndjson"}
+    if user is not None:
+        pair = f"{user}:{password or ''}".encode()
+        headers["Authorization"] = "Basic " + base64.b64encode(pair).decode()
+    old_dialect = False
+    backoff = 0.5
+    while not stop.is_set():
+        token = follower.state.token
+        url = feed_url(base, follower.contest_id, token, old_dialect)
+        try:
+            request = urllib.request.Request(url, headers=headers)
+            with urllib.request.urlopen(request, timeout=read_timeout) as response:
+                logger.info("following %s", url)
+                for line in response:
+                    note = parse_line(line)
+                    if note is None:
+                        follower.idle()
+                    else:
+                        old_dialect = note.dialect == "2020-03"
+                        follower.handle(note)
+                        backoff = 0.5
+                    if follower.finished:
+                        follower.flush()
+                        return
+                    if stop.is_set():
+                        break
+            follower.idle()
+            continue  # the server closed the feed: reconnect from the token
+        except urllib.error.HTTPError as exc:
+            if exc.code == 400 and token is not None:
+                logger.warning("feed refused resume point %r: resyncing from the start", token)
+                follower.forget_token()
+                continue
+            if exc.code in (401, 403, 404):
+                raise FollowError(f"{url}: HTTP {exc.code}") from exc
+            logger.warning("feed %s: HTTP %s", url, exc.code)
+        except FeedError:
+            logger.exception("feed %s sent a malformed line; reconnecting", url)
+        except (OSError, HTTPException) as exc:  # URLError, timeouts, resets, short reads
+            logger.warning("feed %s broke (%s); reconnecting", url, exc)
+        follower.idle()
+        stop.wait(backoff * random.uniform(0.5, 1.0))
+        backoff = min(max_backoff, backoff * 2)
+    follower.idle()
