@@ -105,9 +105,11 @@ class Follower:
     def handle(self, note: Notification) -> list[Change]:
         """Apply one notification, publish what it changed; return the changes."""
         changes = self.state.apply(note)
-        self.store.save(changes, self.state.token)
         for change in changes:
             self._react(change)
+        # saved after the reactions: a crash in between replays them on restart (recording
+        # is idempotent per submission, events carry stable envelope ids), never skips them
+        self.store.save(changes, self.state.token)
         if changes:
             self._dirty = True
         if self._dirty and time.monotonic() - self._flushed >= self.flush_interval:

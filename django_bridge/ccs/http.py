@@ -98,3 +98,40 @@ def follow(
         stop.wait(backoff * random.uniform(0.5, 1.0))
         backoff = min(max_backoff, backoff * 2)
     follower.idle()
+
+
+def follow_contest(
+    base: str,
+    contest_id: str,
+    *,
+    user: str | None = None,
+    password: str | None = None,
+    medals: tuple[int, int, int] | None = None,
+    stop: threading.Event | None = None,
+    read_timeout: float = 300.0,
+) -> Follower:
+    """Follow a contest with the site's settings (the function behind the command).
+
+    The state, the leaderboard and the served documents live in the leaderboard's Redis
+    (``REALTIME['LEADERBOARD_REDIS_URL']``, ``LEADERBOARD_PREFIX``, ``CCS_PREFIX``); events
+    go out through ``django_bridge.publish``. Returns the follower after
+    ``state.end_of_updates`` or ``stop``.
+
+    Raises:
+        FollowError: the feed answered 401, 403 or 404.
+    """
+    from django_bridge.ccs.settings import ccs_prefix, ccs_redis
+    from django_bridge.ccs.store import ContestStore
+    from django_bridge.conf import raw_settings
+    from django_bridge.leaderboard import Leaderboard
+
+    client = ccs_redis()
+    lb_prefix = str(raw_settings().get("LEADERBOARD_PREFIX") or "lb:")
+    follower = Follower(
+        contest_id,
+        ContestStore(client, contest_id, ccs_prefix()),
+        Leaderboard(client, prefix=lb_prefix),
+        medals=medals,
+    )
+    follow(base, follower, user=user, password=password, stop=stop, read_timeout=read_timeout)
+    return follower
