@@ -79,6 +79,7 @@ class Follower:
         self._runs: dict[str, set[str]] = {}  # judgement id -> run ids
         for rid, run in self.state.all("runs").items():
             self._runs.setdefault(str(run.get("judgement_id")), set()).add(rid)
+        self._shown: dict[str, int] = {}  # judgement id -> highest test published
         self._recorded: dict[str, Any] = {}  # submission id -> result given to the board
         self._dirty = True
         self._flushed = 0.0
@@ -262,7 +263,11 @@ class Follower:
             }
             for r in runs
         ]
-        test = int(run.get("ordinal") or len(results))
+        # runs may arrive out of order: progress only moves forward (the highest test seen)
+        test = max((int(r.get("ordinal") or 0) for r in runs), default=0)
+        if test <= self._shown.get(str(judgement["id"]), 0):
+            return
+        self._shown[str(judgement["id"])] = test
         data = {
             "status": "running",
             "test": test,

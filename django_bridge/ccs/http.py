@@ -68,6 +68,9 @@ def follow(
             with urllib.request.urlopen(request, timeout=read_timeout) as response:
                 logger.info("following %s", url)
                 for line in response:
+                    if not line.endswith(b"\n"):
+                        logger.warning("feed %s broke in the middle of a line; reconnecting", url)
+                        break  # a cut line: resume after the last whole one
                     note = parse_line(line)
                     if note is None:
                         follower.idle()
