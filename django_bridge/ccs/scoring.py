@@ -174,6 +174,8 @@ def with_reltimes(board: dict[str, Any]) -> dict[str, Any]:
             k: format_reltime(v * 60_000) if k in ("total_time", "time") else v
             for k, v in row["score"].items()
         }
+        if "num_solved" in score:
+            score.setdefault("time", None)  # newer versions: null iff nothing is solved
         cells = [
             {k: format_reltime(v * 60_000) if k == "time" else v for k, v in cell.items()}
             for cell in row["problems"]
