@@ -32,7 +32,7 @@ from django.conf import settings  # noqa: E402
 from django.contrib.auth.models import AnonymousUser  # noqa: E402
 from django.core.management import CommandError, call_command  # noqa: E402
 from django.http import HttpResponse  # noqa: E402
-from django.test import RequestFactory, override_settings  # noqa: E402
+from django.test import Client, RequestFactory, override_settings  # noqa: E402
 from django.urls import resolve  # noqa: E402
 
 from django_bridge.ccs.settings import ccs_redis  # noqa: E402
@@ -88,6 +88,7 @@ def test_command_follows_and_views_serve(redis_url: str, prefix: str) -> None:
             newer = get(scoreboard_view, "/api/contests/wf/scoreboard?version=2026-01", "wf")
             awards = get(awards_view, "/api/contests/wf/awards", "wf")
             missing = get(scoreboard_view, "/api/contests/nope/scoreboard", "nope")
+            page = example_page("wf")
     finally:
         server.close()
     assert "end of updates" in out.getvalue()
@@ -103,6 +104,25 @@ def test_command_follows_and_views_serve(redis_url: str, prefix: str) -> None:
     assert missing.status_code == 404
     rows = board.standings(Contest(id="wf"), view="public")
     assert board_rows(rows) == reference.leaderboard_rows(lines, public=False)
+    # the example site's page of the followed contest: the board, then live channels
+    assert page.status_code == 200
+    html = page.content.decode()
+    leader = rows[0]
+    assert f'"name": "{leader["name"]}"' in html or f'"name":"{leader["name"]}"' in html
+    assert "leaderboard:wf" in html and "contest:wf" in html and ">finalized<" in html
+
+
+def example_page(contest_id: str) -> HttpResponse:
+    """GET the example site's followed-contest page (its own URLconf, this test's Redis)."""
+    from judge import standings
+
+    standings.board.cache_clear()  # the example caches its Leaderboard (settings differ here)
+    try:
+        with override_settings(ROOT_URLCONF="judgesite.urls"):
+            response: HttpResponse = Client().get(f"/followed/{contest_id}/")
+            return response
+    finally:
+        standings.board.cache_clear()
 
 
 def test_full_view_is_for_staff(redis_url: str, prefix: str) -> None:
