@@ -1,13 +1,14 @@
 """Event-feed lines of both dialects, parsed into one ``Notification`` shape (sans I/O).
 
-* 2020-03 and 2021-11: ``{"type", "id", "op", "data"}``; ``id`` is the *event* id (the
+* 2020-03: ``{"type", "id", "op", "data"}``; ``id`` is the *event* id (the
   resume point, ``since_id``), the object id is ``data.id``, ``op`` is create, update or
   delete, the contest's type is ``contests``.
 * 2022-07 and later: ``{"type", "id", "data", "token"}``; ``id`` is the *object* id (null
   for a singleton or a whole collection, whose ``data`` is then an array), ``data`` null is a
   deletion, ``token`` (optional) is the resume point (``since_token``).
 
-An empty line is a keep-alive and yields None.
+An empty line is a keep-alive and yields None. The short-lived 2021-11 shape
+(``{"contest_id", "endpoint", "id", "data"}``) is not read.
 """
 
 from __future__ import annotations
