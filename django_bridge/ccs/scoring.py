@@ -257,12 +257,12 @@ def _first_to_solve(rows: list[dict[str, Any]]) -> None:
     first: dict[str, int] = {}
     for row in rows:
         for cell in row["problems"]:
-            if cell.get("solved") or cell.get("score", 0) > 0:
+            if cell.get("solved"):  # pass-fail only: a score contest has no "solved"
                 ms = cell["_ms"]
                 first[cell["problem_id"]] = min(first.get(cell["problem_id"], ms), ms)
     for row in rows:
         for cell in row["problems"]:
-            if "_ms" in cell:
+            if cell.get("solved"):
                 cell["first_to_solve"] = cell["_ms"] == first[cell["problem_id"]]
 
 
