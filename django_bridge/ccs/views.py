@@ -7,22 +7,24 @@ reload costs one GET. Staff users (``is_staff``) get the full view, everyone els
 
 from __future__ import annotations
 
+import functools
+
 import orjson
 import redis
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
 from django_bridge.ccs import scoring
-from django_bridge.ccs.settings import ccs_prefix, ccs_redis
+from django_bridge.ccs.settings import ccs_prefix, ccs_redis_url
 from django_bridge.ccs.store import ContestStore
 
-_client: redis.Redis | None = None
+
+@functools.cache
+def _client(url: str) -> redis.Redis:
+    return redis.Redis.from_url(url)  # one connection pool per URL for the process
 
 
 def _store(contest_id: str) -> ContestStore:
-    global _client
-    if _client is None:
-        _client = ccs_redis()
-    return ContestStore(_client, contest_id, ccs_prefix())
+    return ContestStore(_client(ccs_redis_url()), contest_id, ccs_prefix())
 
 
 def _view(request: HttpRequest) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import redis
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from django_bridge.ccs.http import FollowError, follow_contest
@@ -53,5 +54,8 @@ class Command(BaseCommand):
             )
         except FollowError as exc:
             raise CommandError(str(exc)) from exc
+        except redis.RedisError as exc:
+            # the state on Redis is consistent (saved after each change): a restart resumes
+            raise CommandError(f"Redis failed ({exc}); restart to resume") from exc
         done = "end of updates" if follower.finished else "stopped"
         self.stdout.write(f"contest {options['contest']}: {done}")
