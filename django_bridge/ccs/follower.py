@@ -133,9 +133,10 @@ class Follower:
         return bool((self.state.get("state") or {}).get("end_of_updates"))
 
     def flush(self) -> None:
-        """Compute and store the served scoreboards and awards (public and full)."""
+        """Compute and store the served scoreboards and awards (public and full), and the
+        problem ids in order (``problems``, for pages)."""
         problems = scoring.problem_order(self.state)
-        docs: dict[str, Any] = {}
+        docs: dict[str, Any] = {"problems": problems}
         for view in ("public", "full"):
             board = scoring.scoreboard(self.state, view=view)
             docs[f"scoreboard:{view}"] = board

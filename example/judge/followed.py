@@ -28,7 +28,8 @@ logger = logging.getLogger(__name__)
 def followed_standings(request: HttpRequest, contest_id: str) -> HttpResponse:
     """Render a followed contest's top N; the page then updates itself live."""
     try:
-        served = ContestStore(ccs_redis(), contest_id, ccs_prefix()).doc("scoreboard:public")
+        store = ContestStore(ccs_redis(), contest_id, ccs_prefix())
+        served = store.doc("scoreboard:public")
         snapshot: dict[str, Any] | None = board().snapshot(Contest(id=contest_id, top_n=TOP_N))
     except (redis.RedisError, ValueError) as exc:
         logger.warning("followed contest %s unavailable: %s", contest_id, exc)
@@ -36,8 +37,7 @@ def followed_standings(request: HttpRequest, contest_id: str) -> HttpResponse:
     if served is None:
         raise Http404("contest not followed")
     scoreboard = orjson.loads(served)
-    rows = scoreboard["rows"]
-    problems = [cell["problem_id"] for cell in rows[0]["problems"]] if rows else []
+    problems = orjson.loads(store.doc("problems") or b"[]")
     return render(
         request,
         "judge/followed.html",

@@ -3,7 +3,8 @@
 It serves ``lines`` at ``/api/contests/<id>/event-feed`` as NDJSON with keep-alive
 newlines, resumes after ``since_token`` / ``since_id``, answers 400 to an unknown resume
 point or while ``refuse`` is positive, can cut the first connection in the middle of a line
-(``drop_after``), checks basic auth, and after the last line sends keep-alives until the
+(``drop_after``), holds before a line until released (``hold_at``, ``gate``), checks basic
+auth, and after the last line sends keep-alives until the
 client goes away.
 """
 
@@ -32,6 +33,8 @@ class Feed:
     drop_after: int | None = None  # the first connection breaks after this many lines
     refuse: int = 0  # answer 400 to this many resumed requests
     keepalive_every: int = 97  # a blank line after every n lines
+    hold_at: int | None = None  # stop before this line (sending keep-alives) until ``gate``
+    gate: threading.Event = field(default_factory=threading.Event)
     requests: list[str] = field(default_factory=list)
     positions: dict[str, int] = field(default_factory=dict)
 
@@ -77,6 +80,10 @@ class _Handler(BaseHTTPRequestHandler):
         feed.drop_after = None
         try:
             for n, line in enumerate(feed.lines[start:], 1):
+                while start + n - 1 == feed.hold_at and not feed.gate.is_set():
+                    self.wfile.write(b"\n")  # keep-alives while held
+                    self.wfile.flush()
+                    time.sleep(0.05)
                 if drop is not None and n > drop:
                     self.wfile.write(line[: len(line) // 2])  # cut mid-line
                     self.wfile.flush()
