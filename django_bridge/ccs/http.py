@@ -63,6 +63,7 @@ def follow(
     while not stop.is_set():
         token = follower.state.token
         url = feed_url(base, follower.contest_id, token, old_dialect)
+        moved = False  # did this connection bring an event?
         try:
             request = urllib.request.Request(url, headers=headers)
             with urllib.request.urlopen(request, timeout=read_timeout) as response:
@@ -77,14 +78,13 @@ def follow(
                     else:
                         old_dialect = note.dialect == "2020-03"
                         follower.handle(note)
-                        backoff = 0.5
+                        moved = True
                     if follower.finished:
                         follower.flush()
                         return
                     if stop.is_set():
                         break
-            follower.idle()
-            continue  # the server closed the feed: reconnect from the token
+            logger.info("feed %s closed; reconnecting", url)
         except urllib.error.HTTPError as exc:
             if exc.code == 400 and token is not None:
                 logger.warning("feed refused resume point %r: resyncing from the start", token)
@@ -93,11 +93,15 @@ def follow(
             if exc.code in (401, 403, 404):
                 raise FollowError(f"{url}: HTTP {exc.code}") from exc
             logger.warning("feed %s: HTTP %s", url, exc.code)
-        except FeedError:
-            logger.exception("feed %s sent a malformed line; reconnecting", url)
+        except FeedError as exc:  # the CCS's fault, not ours: a warning
+            logger.warning("feed %s sent a malformed line (%s); reconnecting", url, exc)
         except (OSError, HTTPException) as exc:  # URLError, timeouts, resets, short reads
             logger.warning("feed %s broke (%s); reconnecting", url, exc)
         follower.idle()
+        if moved:
+            backoff = 0.5
+            continue  # the feed was moving: reconnect at once
+        # nothing came through: back off (with jitter) before the next attempt
         stop.wait(backoff * random.uniform(0.5, 1.0))
         backoff = min(max_backoff, backoff * 2)
     follower.idle()
