@@ -3,7 +3,8 @@
 ``follow`` connects to ``<base>/contests/<id>/event-feed``, hands every line to a
 ``Follower`` and reconnects after any break from the last resume point (``since_token``,
 or ``since_id`` for a 2020-03 feed). A 400 to a resumed request means the server refused
-the token: the follower starts again from the beginning (repeats change nothing).
+the token: the follower starts again from the beginning (repeats change nothing). A line
+that is not a notification is logged and skipped.
 """
 
 from __future__ import annotations
@@ -72,7 +73,11 @@ def follow(
                     if not line.endswith(b"\n"):
                         logger.warning("feed %s broke in the middle of a line; reconnecting", url)
                         break  # a cut line: resume after the last whole one
-                    note = parse_line(line)
+                    try:
+                        note = parse_line(line)
+                    except FeedError as exc:  # the CCS's bug: skipping beats looping on it
+                        logger.warning("feed %s: skipped a malformed line (%s)", url, exc)
+                        continue
                     if note is None:
                         follower.idle()
                     else:
@@ -93,8 +98,6 @@ def follow(
             if exc.code in (401, 403, 404):
                 raise FollowError(f"{url}: HTTP {exc.code}") from exc
             logger.warning("feed %s: HTTP %s", url, exc.code)
-        except FeedError as exc:  # the CCS's fault, not ours: a warning
-            logger.warning("feed %s sent a malformed line (%s); reconnecting", url, exc)
         except (OSError, HTTPException) as exc:  # URLError, timeouts, resets, short reads
             logger.warning("feed %s broke (%s); reconnecting", url, exc)
         follower.idle()

@@ -4,7 +4,7 @@ It serves ``lines`` at ``/api/contests/<id>/event-feed`` as NDJSON with keep-ali
 newlines, resumes after ``since_token`` / ``since_id``, answers 400 to an unknown resume
 point or while ``refuse`` is positive, can cut the first connection in the middle of a line
 (``drop_after``), holds before a line until released (``hold_at``, ``gate``), checks basic
-auth, and after the last line sends keep-alives until the
+auth (503 for any path under ``/unavailable/``), and after the last line sends keep-alives until the
 client goes away.
 """
 
@@ -40,7 +40,12 @@ class Feed:
 
     def __post_init__(self) -> None:
         for i, line in enumerate(self.lines):
-            event = orjson.loads(line)
+            try:
+                event = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                continue  # a malformed line (some tests serve them on purpose)
+            if not isinstance(event, dict):
+                continue
             mark = event.get("token") if "op" not in event else event.get("id")
             if mark is not None:
                 self.positions[str(mark)] = i
@@ -56,6 +61,9 @@ class _Handler(BaseHTTPRequestHandler):
         feed = self.server.feed
         url = urllib.parse.urlsplit(self.path)
         feed.requests.append(self.path)
+        if url.path.startswith("/unavailable/"):
+            self.send_error(503)
+            return
         if url.path != f"/api/contests/{feed.contest_id}/event-feed":
             self.send_error(404)
             return

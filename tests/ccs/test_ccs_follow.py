@@ -193,3 +193,37 @@ def test_bad_credentials_stop_the_follower(client: redis.Redis, prefix: str) -> 
             follow(server.base, follower, user="a", password="wrong", read_timeout=5)
     finally:
         server.close()
+
+
+def test_malformed_lines_are_skipped_and_a_silent_server_is_not_hammered(
+    client: redis.Redis, prefix: str
+) -> None:
+    lines = generate(seed=9, submissions=60, rejudges=3).lines("2023-06")
+    bad = [*lines[:10], b"{not json", b'{"type": 5}', b"[1, 2]", *lines[10:]]
+    follower, board = make_follower(client, prefix, Recorder())
+    server = FeedServer(Feed("wf", bad))
+    try:
+        follow(server.base, follower, read_timeout=10)
+    finally:
+        server.close()
+    assert server.feed.requests == ["/api/contests/wf/event-feed"]
+    check_boards(follower, board, lines, public=False)
+
+    # a server that answers 503 every time: retried with a growing back-off
+    quiet, _ = make_follower(client, prefix + "q:", Recorder())
+    feed = Feed("zz", lines)  # another contest: every request for "wf" is a 404...
+    server = FeedServer(feed)
+    stop = threading.Event()
+    base = server.base.replace("/api", "/unavailable")
+    thread = threading.Thread(target=follow, args=(base, quiet), kwargs={"stop": stop})
+    try:
+        with pytest.raises(FollowError):  # ...which stops at once: nothing to retry
+            follow(server.base, quiet, read_timeout=5)
+        thread.start()
+        time.sleep(2.0)
+    finally:
+        stop.set()
+        thread.join(5)
+        server.close()
+    retries = [r for r in feed.requests if r.startswith("/unavailable")]
+    assert 1 <= len(retries) <= 4  # 0.5 s, 1 s, 2 s...: not a tight loop
