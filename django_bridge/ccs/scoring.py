@@ -17,7 +17,13 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from django_bridge.ccs.state import ContestState
-from django_bridge.ccs.times import duration_minutes, duration_ms, format_reltime, parse_reltime
+from django_bridge.ccs.times import (
+    duration_minutes,
+    duration_ms,
+    format_reltime,
+    parse_reltime,
+    parse_time,
+)
 
 View = Literal["public", "full"]
 Version = Literal["2023-06", "2026-01"]
@@ -44,8 +50,16 @@ def penalty_time(state: ContestState) -> int:
 
 
 def freeze_ms(state: ContestState) -> int | None:
-    """Return the freeze's contest time in ms, or None when the contest has no freeze."""
+    """Return the freeze's contest time in ms, or None when the contest has no freeze.
+
+    The time ``state.frozen`` says when it is set (and the contest has a start time), else
+    ``duration - scoreboard_freeze_duration`` from the contest.
+    """
     contest = state.get("contest") or {}
+    frozen = (state.get("state") or {}).get("frozen")
+    start = contest.get("start_time")
+    if isinstance(frozen, str) and isinstance(start, str):
+        return round((parse_time(frozen) - parse_time(start)).total_seconds() * 1000)
     duration = duration_ms(contest.get("duration"))
     freeze = duration_ms(contest.get("scoreboard_freeze_duration"))
     if duration is None or freeze is None:

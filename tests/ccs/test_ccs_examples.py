@@ -157,3 +157,23 @@ def test_score_contest() -> None:
     assert cells(board, "2")["B"] == {
         "problem_id": "B", "num_judged": 2, "num_pending": 0, "score": 40.0, "time": 50,
     }  # fmt: skip
+
+
+def test_freeze_follows_state_frozen() -> None:
+    """The public view hides from the moment ``state.frozen`` says (here before the plan)."""
+    events = base()
+    events[0] = ("contest", None, {**events[0][2], "scoreboard_freeze_duration": "1:00:00"})
+    frozen = {"started": "2026-01-01T10:00:00Z", "frozen": "2026-01-01T13:00:00Z"}
+    state = feed(*events, *sub("1", "1", "A", 170, "AC"), *sub("2", "1", "B", 200, "AC"))
+    assert scoring.freeze_ms(state) == 4 * 3600_000  # planned: duration - freeze duration
+    state = feed(
+        *events,
+        ("state", None, frozen),
+        *sub("1", "1", "A", 170, "AC"),
+        *sub("2", "1", "B", 200, "AC"),
+    )
+    assert scoring.freeze_ms(state) == 3 * 3600_000
+    public = cells(scoring.scoreboard(state), "1")
+    full = cells(scoring.scoreboard(state, view="full"), "1")
+    assert public["A"]["solved"] and not public["B"]["solved"] and public["B"]["num_pending"] == 1
+    assert full["B"]["solved"]
