@@ -158,7 +158,10 @@ def test_watchers_see_progress_and_standings(
     assert [statuses.index(s) for s in order] == sorted(statuses.index(s) for s in order)
     # standings: live deltas during the contest, and the final board after the thaw
     boards = public.on("leaderboard:wf")
-    assert sum(1 for e in boards if e["type"] == "leaderboard.delta") >= 5
+    # the channel is coalesced (at most one frame per 500 ms): a few self-sufficient boards,
+    # each newer than the one before
+    deltas = [e["data"]["v"] for e in boards if e["type"] == "leaderboard.delta"]
+    assert len(deltas) >= 2 and deltas == sorted(set(deltas))
     final = boards[-1]["data"]
     assert final["top"] == board.snapshot(follower.board_contest())["top"]
     assert final["unfrozen"] is True
