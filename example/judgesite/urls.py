@@ -27,3 +27,13 @@ urlpatterns = [
 # longer than a token). It ships with django_bridge.urls (issue 13, item 19).
 if find_spec("django_bridge.urls") is not None:
     urlpatterns.append(path("realtime/", include("django_bridge.urls")))
+
+# a contest judged elsewhere, followed from its Contest API event feed (docs/CONTEST-API.md):
+# its live standings page, and its scoreboard/awards in the Contest API's own format
+if find_spec("django_bridge.ccs") is not None:
+    from judge import followed
+
+    urlpatterns += [
+        path("followed/<str:contest_id>/", followed.followed_standings, name="followed"),
+        path("api/", include("django_bridge.ccs.urls")),
+    ]
