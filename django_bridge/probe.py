@@ -338,15 +338,10 @@ async def _socket_probe(
         ws.write_message(orjson.dumps({"op": "unsubscribe", "channel": channel}).decode())
         await next_message(lambda m: m.get("op") == "unsubscribed", settings.timeout)
         since = {"epoch": "0", "offset": 0}  # offset 0: all of history, whatever the epoch
-        command = {"op": "subscribe", "channel": channel, "since": since}
+        command = {"op": "subscribe", "channel": channel, "since": since, "id": "rtcheck"}
         ws.write_message(orjson.dumps(command).decode())
         reply = await next_message(
-            lambda m: (
-                m.get("channel") == channel
-                and m.get("op") == "subscribed"
-                and "id" not in m
-                and "missed" in m
-            ),
+            lambda m: m.get("op") in ("subscribed", "error") and m.get("id") == "rtcheck",
             settings.timeout,
         )
         missed = (reply or {}).get("missed") or []
