@@ -10,6 +10,7 @@ from django.apps import AppConfig
 from django.core import checks
 
 from django_bridge.conf import DEFAULTS, raw_settings
+from realtime.brokers import redis_urls
 
 BROKER_SCHEMES = ("redis", "rediss", "amqp", "amqps", "http", "https")
 HINT_DOCS = "See docs/BRIDGE.md (settings)."
@@ -17,6 +18,15 @@ HINT_DOCS = "See docs/BRIDGE.md (settings)."
 
 def _error(msg: str, id_: str, hint: str = HINT_DOCS) -> checks.CheckMessage:
     return checks.Error(msg, hint=hint, id=f"django_bridge.{id_}")
+
+
+def _redis_url_errors(key: str, url: str, id_: str) -> list[checks.CheckMessage]:
+    """One error naming what is wrong with a redis, cluster or sentinel URL, if anything."""
+    try:
+        redis_urls.parse(url)
+    except redis_urls.RedisURLError as exc:
+        return [_error(f"REALTIME['{key}'] {redis_urls.safe(url)!r}: {exc}.", id_)]
+    return []
 
 
 def _positive_int(raw: dict[str, Any], key: str, minimum: int) -> list[checks.CheckMessage]:
@@ -79,7 +89,9 @@ def check_realtime_settings(
         )
     broker = raw["BROKER_URL"]
     parts = urlsplit(broker) if isinstance(broker, str) else None
-    if parts is None or parts.scheme not in BROKER_SCHEMES or not parts.hostname:
+    if isinstance(broker, str) and redis_urls.is_redis_url(broker):
+        errors.extend(_redis_url_errors("BROKER_URL", broker, "E002"))
+    elif parts is None or parts.scheme not in BROKER_SCHEMES or not parts.hostname:
         errors.append(
             _error(
                 f"REALTIME['BROKER_URL'] is not a valid broker URL: {broker!r}.",
@@ -106,7 +118,9 @@ def check_realtime_settings(
             )
         )
     redis_url = raw["REDIS_URL"]
-    if redis_url is not None and (
+    if isinstance(redis_url, str) and redis_urls.is_redis_url(redis_url):
+        errors.extend(_redis_url_errors("REDIS_URL", redis_url, "E005"))
+    elif redis_url is not None and (
         not isinstance(redis_url, str) or urlsplit(redis_url).scheme not in ("redis", "rediss")
     ):
         errors.append(

@@ -25,7 +25,7 @@ import logging
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 import orjson
@@ -44,6 +44,10 @@ COMPILE_ERROR = "CE"
 # keep every key representable, so equal totals give bit-equal scores and ties are exact.
 ICPC_PENALTY_LIMIT = 10**9  # minutes
 ICPC_SOLVED_LIMIT = 10**6
+# with the last-accepted tie-break the key holds three parts: smaller ranges, same 2**53
+ICPC_TB_MINUTE_LIMIT = 10**5  # minutes since the start (about 69 days)
+ICPC_TB_PENALTY_LIMIT = 10**6
+ICPC_TB_SOLVED_LIMIT = 2**53 // (ICPC_TB_PENALTY_LIMIT * ICPC_TB_MINUTE_LIMIT)
 IOI_TIME_LIMIT = 10**8  # seconds since the start (about 3 years)
 IOI_TOTAL_LIMIT = 2**53 // IOI_TIME_LIMIT  # hundredths of a point (~900,000 points)
 
@@ -60,7 +64,9 @@ class Contest:
     ``start`` and ``freeze_at`` are epoch seconds or aware datetimes. From ``freeze_at``
     the public board counts only attempts submitted before it; ``penalty`` is the minutes
     added per wrong attempt before the first accepted one (ICPC); ``ce_counts`` makes a
-    compile error count as a wrong attempt. ``top_n`` rows are published.
+    compile error count as a wrong attempt; ``last_ac_tiebreak`` (ICPC) breaks a tie in
+    solved and penalty by the earlier last accepted minute (the World Finals rule), and
+    rows then carry ``last``. ``top_n`` rows are published.
     """
 
     id: str
@@ -70,14 +76,18 @@ class Contest:
     penalty: int = 20
     ce_counts: bool = False
     top_n: int = 50
+    last_ac_tiebreak: bool = False
 
     def elapsed_ms(self, at: float | datetime) -> int:
-        """Return milliseconds from the start to ``at``.
+        """Return whole milliseconds from the start to ``at`` (the floor, never rounded up).
+
+        Computed on integer microseconds, so that 59.9996 s after the start is minute 0 and
+        second 59, not minute 1.
 
         Raises:
             ValueError: ``at`` is before the start.
         """
-        elapsed = round((_seconds(at) - _seconds(self.start)) * 1000)
+        elapsed = (_micros(at) - _micros(self.start)) // 1000
         if elapsed < 0:
             raise ValueError(f"verdict time {at!r} is before the contest start")
         return elapsed
@@ -87,11 +97,23 @@ class Contest:
         """Return the freeze time in ms since the start, or None without a freeze."""
         if self.freeze_at is None:
             return None
-        return max(0, round((_seconds(self.freeze_at) - _seconds(self.start)) * 1000))
+        return max(0, (_micros(self.freeze_at) - _micros(self.start)) // 1000)
 
 
 def _seconds(value: float | datetime) -> float:
     return value.timestamp() if isinstance(value, datetime) else float(value)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+def _micros(value: float | datetime) -> int:
+    """Return epoch microseconds: exact for aware datetimes, the nearest for numbers."""
+    if isinstance(value, datetime) and value.tzinfo is not None:
+        return (value - _EPOCH) // _MICROSECOND
+    # a float's last bits are noise below the microsecond: round there, floor later
+    return round(_seconds(value) * 1_000_000)
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,6 +188,24 @@ def icpc_key(solved: int, penalty: int) -> int:
     if not (0 <= penalty < ICPC_PENALTY_LIMIT and 0 <= solved < ICPC_SOLVED_LIMIT):
         raise ValueError(f"ICPC totals out of range: solved={solved} penalty={penalty}")
     return solved * ICPC_PENALTY_LIMIT - penalty
+
+
+def icpc_tiebreak_key(solved: int, penalty: int, last_minute: int) -> int:
+    """Return the ordering key with the last-accepted tie-break: more solved, then less
+    penalty, then the earlier minute of the last accepted problem.
+
+    Raises:
+        ValueError: a total beyond the exact range (see ``ICPC_TB_*_LIMIT``).
+    """
+    if not (
+        0 <= last_minute < ICPC_TB_MINUTE_LIMIT
+        and 0 <= penalty < ICPC_TB_PENALTY_LIMIT
+        and 0 <= solved < ICPC_TB_SOLVED_LIMIT
+    ):
+        raise ValueError(
+            f"ICPC totals out of range: solved={solved} penalty={penalty} last={last_minute}"
+        )
+    return (solved * ICPC_TB_PENALTY_LIMIT - penalty) * ICPC_TB_MINUTE_LIMIT - last_minute
 
 
 def ioi_cell(attempts: Iterable[Attempt]) -> IoiCell:
@@ -257,6 +297,10 @@ def build_row(
             penalty=penalty,
             cells={p: [c.wrong, c.minute] for p, c in icpc.items() if visible[p]},
         )
+        if contest.last_ac_tiebreak:
+            last = max((c.minute for c in icpc.values() if c.minute is not None), default=0)
+            row["last"] = last
+            return icpc_tiebreak_key(solved, penalty, last), row
         return icpc_key(solved, penalty), row
     ioi = {p: ioi_cell(items) for p, items in visible.items()}
     total, last = ioi_totals(ioi.values())
@@ -308,10 +352,34 @@ class LeaderboardConflict(RuntimeError):
     """A contestant's row kept changing under us (more than ``max_retries`` writers)."""
 
 
-def _default_publish(channel: str, type_: str, data: Any, state: bool = False) -> None:
+def _default_publish(
+    channel: str, type_: str, data: Any, state: bool = False, version: int | None = None
+) -> None:
     from django_bridge import publish  # late: the bridge's publish needs Django settings
 
-    publish(channel, type_, data, state=state)
+    publish(channel, type_, data, state=state, version=version)
+
+
+def _publish_batch(items: Sequence[tuple[str, str, Any, bool, int | None]]) -> None:
+    """Publish one verdict's events with the bridge in one send (one round trip).
+
+    Inside a transaction, or with the outbox, each goes through ``publish`` as usual.
+    """
+    from django.db import transaction
+
+    from django_bridge.conf import get_settings
+    from django_bridge.publishing import make_envelope, publish, send
+
+    if get_settings().outbox or transaction.get_connection().in_atomic_block:
+        for channel, type_, data, state, version in items:
+            publish(channel, type_, data, state=state, version=version)
+        return
+    send([make_envelope(c, t, d, s, version=v) for c, t, d, s, v in items])
+
+
+def standings_channel(contest_id: str) -> str:
+    """Return ``standings:<contest>``: every change of the public board as a small move."""
+    return f"standings:{contest_id}"
 
 
 class Leaderboard:
@@ -329,15 +397,19 @@ class Leaderboard:
         publish: PublishFn | None = None,
         max_retries: int = 50,
     ) -> None:
-        """Use ``client`` (bytes responses) under key ``prefix``; ``publish`` as the bridge's."""
+        """Use ``client`` (bytes responses) under key ``prefix``.
+
+        ``publish(channel, type, data, state=False, version=None)`` defaults to the bridge's.
+        """
         self._redis = client
         self._prefix = prefix
         self._publish = publish or _default_publish
+        self._batched = publish is None
         self._max_retries = max_retries
         self._record = client.register_script(scripts.RECORD_SCRIPT)
         self._unfreeze = client.register_script(scripts.UNFREEZE_SCRIPT)
         self._top = client.register_script(scripts.TOP_SCRIPT)
-        self._around = client.register_script(scripts.AROUND_SCRIPT)
+        self._range = client.register_script(scripts.RANGE_SCRIPT)
 
     @classmethod
     def from_settings(cls) -> Leaderboard:
@@ -443,7 +515,7 @@ class Leaderboard:
             )
             if reply[0] == 0:
                 continue  # another writer changed this contestant: re-read and redo
-            return self._after_record(contest, uid, reply, jury_row, pub_row)
+            return self._after_record(contest, uid, reply, (jury_key, jury_row), (pub_key, pub_row))
         raise LeaderboardConflict(f"contestant {uid} of contest {cid}: too many concurrent writes")
 
     def _after_record(
@@ -451,24 +523,42 @@ class Leaderboard:
         contest: Contest,
         user: str,
         reply: list[Any],
-        jury_row: dict[str, Any],
-        pub_row: dict[str, Any],
+        jury: tuple[int, dict[str, Any]],
+        public: tuple[int, dict[str, Any]],
     ) -> Recorded:
         _, jury_changed, pub_changed, jury_rank, pub_rank, jury_v, pub_v, unfrozen = reply[:8]
-        rest = reply[8:]
+        old_pos, old_score, new_pos, size = reply[8:12]
+        rest = reply[12:]
         if unfrozen:
-            pub_row = jury_row  # the script published the jury row as the public one
+            public = jury  # the script published the jury row as the public one
+        out: list[tuple[str, str, Any, bool, int | None]] = []
         if jury_changed:
             top, rest = _take_rows(rest)
-            mine = {**jury_row, "rank": int(jury_rank)}
+            mine = {**jury[1], "rank": int(jury_rank)}
             data = _board(contest, "jury", int(jury_v), bool(unfrozen), top, [mine])
-            self._publish(f"jury:{contest.id}", "leaderboard.delta", data, state=True)
+            out.append((f"jury:{contest.id}", "leaderboard.delta", data, True, int(jury_v)))
         if pub_changed:
             top, rest = _take_rows(rest)
-            mine = {**pub_row, "rank": int(pub_rank)}
-            data = _board(contest, "public", int(pub_v), bool(unfrozen), top, [mine])
-            self._publish(f"leaderboard:{contest.id}", "leaderboard.delta", data, state=True)
-            self._publish(f"user:{user}", "leaderboard.rank", {"contest": contest.id, **mine})
+            v = int(pub_v)
+            mine = {**public[1], "rank": int(pub_rank)}
+            data = _board(contest, "public", v, bool(unfrozen), top, [mine])
+            out.append((f"leaderboard:{contest.id}", "leaderboard.delta", data, True, v))
+            move = {
+                "contest": contest.id,
+                "v": v,
+                "user": user,
+                "from": None if old_score in (b"", "") else -int(float(old_score)),
+                "to": public[0],
+                "old": None if int(old_pos) < 0 else int(old_pos),
+                "pos": int(new_pos),
+                "rank": int(pub_rank),
+                "n": int(size),
+                "row": public[1],
+            }
+            out.append((standings_channel(contest.id), "leaderboard.move", move, False, None))
+            rank = {"contest": contest.id, "v": v, **mine}
+            out.append((f"user:{user}", "leaderboard.rank", rank, False, None))
+        self._emit(out)
         return Recorded(
             duplicate=False,
             public_changed=bool(pub_changed),
@@ -477,10 +567,23 @@ class Leaderboard:
             jury_rank=int(jury_rank),
         )
 
+    def _emit(self, items: list[tuple[str, str, Any, bool, int | None]]) -> None:
+        if not items:
+            return
+        if self._batched:
+            _publish_batch(items)
+            return
+        for channel, type_, data, state, version in items:
+            if version is None:
+                self._publish(channel, type_, data, state=state)
+            else:
+                self._publish(channel, type_, data, state=state, version=version)
+
     def unfreeze(self, contest: Contest, *, notify_users: bool = True) -> dict[str, Any]:
         """Make the public board the jury board for good and publish the final standings.
 
-        Publishes ``leaderboard.snapshot`` (state) to ``leaderboard:<contest>`` and, with
+        Publishes ``leaderboard.snapshot`` (state) to ``leaderboard:<contest>``,
+        ``leaderboard.reset`` to ``standings:<contest>`` and, with
         ``notify_users``, each contestant's final row to its ``user:`` channel (O(n)).
         Idempotent. Returns the published data.
         """
@@ -494,11 +597,16 @@ class Leaderboard:
             args=[scripts.user_prefix(self._prefix, cid), contest.top_n],
         )
         top, _ = _take_rows(reply[1:])
-        data = _board(contest, "public", int(reply[0]), True, top, [])
-        self._publish(f"leaderboard:{cid}", "leaderboard.snapshot", data, state=True)
+        v = int(reply[0])
+        data = _board(contest, "public", v, True, top, [])
+        self._publish(f"leaderboard:{cid}", "leaderboard.snapshot", data, state=True, version=v)
+        # every position may have changed: watchers of the moves re-read their rows
+        self._publish(standings_channel(cid), "leaderboard.reset", {"contest": cid, "v": v})
         if notify_users:
             for row in self.standings(contest, view="public"):
-                self._publish(f"user:{row['user']}", "leaderboard.rank", {"contest": cid, **row})
+                self._publish(
+                    f"user:{row['user']}", "leaderboard.rank", {"contest": cid, "v": v, **row}
+                )
         return data
 
     # -- reading
@@ -530,14 +638,64 @@ class Leaderboard:
         self, contest: Contest, user: str | int, k: int = 2, *, view: View = "public"
     ) -> list[dict[str, Any]]:
         """Return the user's row with up to ``k`` rows on each side; [] without a row."""
+        rows = self.window(contest, around=user, k=k, view=view)["rows"]
+        return [{f: value for f, value in row.items() if f != "key"} for row in rows]
+
+    def page(
+        self, contest: Contest, number: int, *, size: int | None = None, view: View = "public"
+    ) -> dict[str, Any]:
+        """Return page ``number`` (1-based; ``size`` rows, default ``contest.top_n``).
+
+        The result is a ``window`` (rows with ranks, ``v``, ``n``, ``start``).
+        """
+        size = size or contest.top_n
+        if number < 1 or size < 1:
+            raise ValueError("pages are numbered from 1 and hold at least one row")
+        return self.window(contest, (number - 1) * size, size, view=view)
+
+    def window(
+        self,
+        contest: Contest,
+        start: int = 0,
+        count: int = 50,
+        *,
+        around: str | int | None = None,
+        k: int = 2,
+        view: View = "public",
+    ) -> dict[str, Any]:
+        """Read consecutive rows of a board in one step, with the board version they show.
+
+        Rows ``start`` .. ``start + count - 1`` (0-based positions), or with ``around`` the
+        user's row and up to ``k`` rows on each side. Returns ``{"contest", "view", "v",
+        "unfrozen", "n" (rows on the board), "start" (position of the first row; -1 when
+        ``around`` has no row), "rows"}``, each row with its ordering ``key``: what a
+        watcher of ``standings:<contest>`` starts from (moves with a higher ``v`` apply on
+        top; see docs/LEADERBOARDS.md).
+        """
         cid = _check_id("contest", contest.id)
-        reply = self._around(
-            keys=[scripts.rank_key(self._prefix, cid, view)],
-            args=[scripts.user_prefix(self._prefix, cid), view, _check_id("user", user), k],
+        user = "" if around is None else _check_id("user", around)
+        reply = self._range(
+            keys=[scripts.meta_key(self._prefix, cid), scripts.rank_key(self._prefix, cid, view)],
+            args=[
+                scripts.user_prefix(self._prefix, cid),
+                view,
+                max(0, start),
+                max(0, count),
+                user,
+                max(0, k),
+            ],
         )
-        if not reply:
-            return []
-        return _take_rows(reply[2:], int(reply[1]), int(reply[0]))[0]
+        first, first_rank = int(reply[3]), int(reply[4])
+        rows = _take_rows(reply[5:], first, first_rank, keys=True)[0] if first >= 0 else []
+        return {
+            "contest": cid,
+            "view": view,
+            "v": int(reply[0]),
+            "unfrozen": reply[1] == b"1",
+            "n": int(reply[2]),
+            "start": first,
+            "rows": rows,
+        }
 
     def row(
         self, contest: Contest, user: str | int, *, view: View = "public"
@@ -564,18 +722,20 @@ class Leaderboard:
 
 
 def _take_rows(
-    reply: list[Any], start: int = 0, first_rank: int | None = None
+    reply: list[Any], start: int = 0, first_rank: int | None = None, *, keys: bool = False
 ) -> tuple[list[dict[str, Any]], list[Any]]:
-    """Decode ``n, member, score, row ...`` into rows with ranks; return the rest too."""
+    """Decode ``n, member, score, row ...`` into rows with ranks (and ordering ``key``s)."""
     count = int(reply[0])
     flat = reply[1 : 1 + 3 * count]
     # scores are -key: exact integers below 2**53, so float() loses nothing
-    keys = [-int(float(flat[i + 1])) for i in range(0, len(flat), 3)]
-    ranks = competition_ranks(keys, start, first_rank)
+    ordering = [-int(float(flat[i + 1])) for i in range(0, len(flat), 3)]
+    ranks = competition_ranks(ordering, start, first_rank)
     rows = []
-    for rank, i in zip(ranks, range(0, len(flat), 3), strict=True):
+    for rank, key, i in zip(ranks, ordering, range(0, len(flat), 3), strict=True):
         row = orjson.loads(flat[i + 2])
         row["rank"] = rank
+        if keys:
+            row["key"] = key
         rows.append(row)
     return rows, reply[1 + 3 * count :]
 

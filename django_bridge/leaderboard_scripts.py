@@ -69,8 +69,9 @@ end
 #       6 jury row, 7 public zscore, 8 public row ("" = not on the public board), 9 top n,
 #       10 user hash stem, 11 name ("" = keep)
 # Returns {0} on a version conflict, else {1, jury changed, public changed, jury rank,
-# public rank, jury v, public v, unfrozen, [n, member, score, row ...] for each changed view
-# (jury first)}
+# public rank, jury v, public v, unfrozen, old public position (-1: none), old public zscore
+# ("": none), new public position, public board size (the last four only when the public
+# row changed), [n, member, score, row ...] for each changed view (jury first)}
 RECORD_SCRIPT = (
     _TOP_FN
     + """
@@ -86,15 +87,26 @@ local pub_changed = pub_row ~= "" and redis.call("HGET", KEYS[1], "row:public") 
 redis.call("HSET", KEYS[1], "ver", ver + 1, ARGV[3], ARGV[4], "row:jury", ARGV[6])
 if ARGV[11] ~= "" then redis.call("HSET", KEYS[1], "name", ARGV[11]) end
 redis.call("ZADD", KEYS[2], ARGV[5], ARGV[2])
+-- the public move: old position and score (none for a newcomer), new position, board size
+local old_pos, old_score, new_pos, size = -1, "", -1, 0
+if pub_changed then
+  old_pos = redis.call("ZRANK", KEYS[3], ARGV[2]) or -1
+  old_score = redis.call("ZSCORE", KEYS[3], ARGV[2]) or ""
+end
 if pub_row ~= "" then
   redis.call("HSET", KEYS[1], "row:public", pub_row)
   redis.call("ZADD", KEYS[3], pub_score, ARGV[2])
+end
+if pub_changed then
+  new_pos = redis.call("ZRANK", KEYS[3], ARGV[2])
+  size = redis.call("ZCARD", KEYS[3])
 end
 local jv, pv = 0, 0
 if jury_changed then jv = redis.call("HINCRBY", KEYS[4], "v:jury", 1) end
 if pub_changed then pv = redis.call("HINCRBY", KEYS[4], "v:public", 1) end
 local out = {1, jury_changed and 1 or 0, pub_changed and 1 or 0,
-  rank(KEYS[2], ARGV[2]), rank(KEYS[3], ARGV[2]), jv, pv, unfrozen and 1 or 0}
+  rank(KEYS[2], ARGV[2]), rank(KEYS[3], ARGV[2]), jv, pv, unfrozen and 1 or 0,
+  old_pos, old_score, new_pos, size}
 local n = tonumber(ARGV[9])
 if jury_changed then top(out, KEYS[2], ARGV[10], "row:jury", n) end
 if pub_changed then top(out, KEYS[3], ARGV[10], "row:public", n) end
@@ -133,16 +145,34 @@ return out
 """
 )
 
-# KEYS: 1 zset. ARGV: 1 user hash stem, 2 view, 3 user, 4 rows on each side
-# Returns {} when the user has no row, else {rank of the first row, its 0-based position,
-# n, member, score, row ...}
-AROUND_SCRIPT = """
-local pos = redis.call("ZRANK", KEYS[1], ARGV[3])
-if not pos then return {} end
-local k = tonumber(ARGV[4])
-local first = math.max(pos - k, 0)
-local items = redis.call("ZRANGE", KEYS[1], first, pos + k, "WITHSCORES")
-local out = {redis.call("ZCOUNT", KEYS[1], "-inf", "(" .. items[2]) + 1, first, #items / 2}
+# KEYS: 1 meta, 2 zset. ARGV: 1 user hash stem, 2 view, 3 first position, 4 count,
+# 5 user to centre on ("" = none: use 3 and 4), 6 rows on each side of that user
+# Returns {v, unfrozen ("1" or ""), board size, first position (-1: user not on the board),
+# rank of the first row (0: no row), n, member, score, row ...}, read in one step so that
+# the rows are exactly the board of version v.
+RANGE_SCRIPT = """
+local out = {redis.call("HGET", KEYS[1], "v:" .. ARGV[2]) or "0",
+  redis.call("HGET", KEYS[1], "unfrozen") or "", redis.call("ZCARD", KEYS[2])}
+local first, count = tonumber(ARGV[3]), tonumber(ARGV[4])
+if ARGV[5] ~= "" then
+  local pos = redis.call("ZRANK", KEYS[2], ARGV[5])
+  if not pos then
+    out[#out + 1] = -1
+    out[#out + 1] = 0
+    out[#out + 1] = 0
+    return out
+  end
+  local k = tonumber(ARGV[6])
+  first = math.max(pos - k, 0)
+  count = pos + k + 1 - first
+end
+local items = {}
+if count > 0 then
+  items = redis.call("ZRANGE", KEYS[2], first, first + count - 1, "WITHSCORES")
+end
+out[#out + 1] = first
+out[#out + 1] = #items > 0 and redis.call("ZCOUNT", KEYS[2], "-inf", "(" .. items[2]) + 1 or 0
+out[#out + 1] = #items / 2
 for i = 1, #items, 2 do
   out[#out + 1] = items[i]
   out[#out + 1] = items[i + 1]

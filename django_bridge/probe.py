@@ -192,11 +192,24 @@ def run_probe(
     channel, sub = probe_channel(namespaces)
     token = realtime_token(sub, channels=[channel], ttl=60)
     envelope = make_envelope(channel, PROBE_TYPE, {"probe": sub})
-    arrived_in = asyncio.run(
-        _socket_probe(
-            settings, origin, token, channel, sub, wait, ok, lambda: _send(settings, envelope)
+    try:
+        arrived_in = asyncio.run(
+            _socket_probe(
+                settings, origin, token, channel, sub, wait, ok, lambda: _send(settings, envelope)
+            )
         )
-    )
+    except StoreMismatch as exc:
+        if int(info.get("history", {}).get("size", 1) or 0) == 0:
+            arrived_in = exc.arrived_in  # a server without history cannot show it
+        else:
+            raise ProbeFailure(
+                "broker mismatch",
+                f"the probe event was published through {site_transport(settings)} and reached"
+                f" the server at {settings.server_url} live, but the server's store does not "
+                f"hold it: REALTIME['BROKER_URL'] must name the database of the server's "
+                f"REALTIME_BROKER_URL (Redis pub/sub crosses databases, the keys do not), so "
+                f"recovery would fail",
+            ) from None
     if arrived_in is None:
         if mismatch:
             raise ProbeFailure("broker mismatch", mismatch)
@@ -316,6 +329,34 @@ async def _socket_probe(
             ),
             wait,
         )
-        return None if event is None else time.monotonic() - started
+        if event is None:
+            return None
+        arrived_in = time.monotonic() - started
+        # pub/sub ignores Redis database numbers: an event published into another
+        # database still reaches the server. Its store must hold it too, or every page's
+        # recovery fails: read the channel's history back through a fresh subscribe.
+        ws.write_message(orjson.dumps({"op": "unsubscribe", "channel": channel}).decode())
+        await next_message(lambda m: m.get("op") == "unsubscribed", settings.timeout)
+        since = {"epoch": "0", "offset": 0}  # offset 0: all of history, whatever the epoch
+        command = {"op": "subscribe", "channel": channel, "since": since, "id": "rtcheck"}
+        ws.write_message(orjson.dumps(command).decode())
+        reply = await next_message(
+            lambda m: m.get("op") in ("subscribed", "error") and m.get("id") == "rtcheck",
+            settings.timeout,
+        )
+        missed = (reply or {}).get("missed") or []
+        if not any(
+            isinstance(m.get("data"), dict) and m["data"].get("probe") == marker for m in missed
+        ):
+            raise StoreMismatch(arrived_in)
+        return arrived_in
     finally:
         ws.close()
+
+
+class StoreMismatch(Exception):
+    """The probe event arrived live, but the server's store does not hold it."""
+
+    def __init__(self, arrived_in: float) -> None:
+        super().__init__(arrived_in)
+        self.arrived_in = arrived_in

@@ -28,7 +28,7 @@ from django_bridge.breaker import CircuitOpen, get_breaker
 from django_bridge.conf import get_settings
 from django_bridge.serverinfo import note_channel
 from django_bridge.transports import get_transport
-from realtime.envelope import CHANNEL_RE, MAX_TYPE_LENGTH, Envelope, Published
+from realtime.envelope import CHANNEL_RE, MAX_TYPE_LENGTH, Envelope, Published, check_version
 from realtime.errors import BrokerUnavailable, PublishError
 
 logger = logging.getLogger(__name__)
@@ -45,12 +45,17 @@ def _json_default(value: Any) -> Any:
 
 
 def make_envelope(
-    channel: str, type_: str, data: Any, state: bool = False, envelope_id: str | None = None
+    channel: str,
+    type_: str,
+    data: Any,
+    state: bool = False,
+    envelope_id: str | None = None,
+    version: int | None = None,
 ) -> Envelope:
-    """Validate and encode one event.
+    """Validate and encode one event (``version``: see ``publish``).
 
     Raises:
-        PublishError: a bad channel name or type, or data that cannot be JSON-encoded.
+        PublishError: a bad channel name, type or version, or data that cannot be encoded.
     """
     if not isinstance(channel, str) or not CHANNEL_RE.fullmatch(channel):
         raise PublishError(f"invalid channel name: {channel!r}")
@@ -67,6 +72,7 @@ def make_envelope(
         data_json=data_json,
         state=bool(state),
         id=envelope_id or uuid.uuid4().hex,
+        version=check_version(version, bool(state)),
     )
 
 
@@ -78,8 +84,14 @@ def publish(
     *,
     using: str | None = None,
     envelope_id: str | None = None,
+    version: int | None = None,
 ) -> None:
     """Publish an event to a channel.
+
+    ``version`` (with ``state=True``) orders the channel's states: the store keeps the
+    state with the highest version and drops an older one that arrives later (two
+    processes publishing in the opposite order of their changes). The outbox does not keep
+    versions: with ``OUTBOX`` the relay publishes in outbox order, unversioned.
 
     Inside ``transaction.atomic()`` (on database ``using``) the event is sent after the
     outermost block commits and never if it rolls back; outside one it is sent at once. With
@@ -90,7 +102,7 @@ def publish(
         PublishError: invalid channel, type or data (always raised: a bug in the caller).
         BrokerUnavailable: only with ``RAISE_ON_ERROR``, when every attempt failed.
     """
-    envelope = make_envelope(channel, type, data, state, envelope_id)
+    envelope = make_envelope(channel, type, data, state, envelope_id, version)
     if get_settings().outbox:
         from django_bridge.models import OutboxEvent
 

@@ -24,11 +24,10 @@ from urllib.parse import quote, urlsplit
 import orjson
 import redis
 
-from django_bridge import conf
+from django_bridge import conf, redis_client
 from django_bridge.breaker import CircuitOpen, get_breaker
 from django_bridge.conf import BridgeSettings
 from realtime.brokers.redis_layout import (
-    PUBLISH_SCRIPT,
     SNAPSHOT_SCRIPT,
     channel_keys,
     envelope_args,
@@ -73,6 +72,7 @@ def envelope_json(envelope: Envelope, **extra: Any) -> bytes:
             "type": envelope.type,
             "state": envelope.state,
             "id": envelope.id,
+            **({"version": envelope.version} if envelope.version is not None else {}),
         }
     )
     return head[:-1] + b',"data":' + envelope.data_json + b"}"
@@ -84,11 +84,9 @@ class RedisStore:
     def __init__(self, settings: BridgeSettings, url: str, *, do_publish: bool = True) -> None:
         self._settings = settings
         self._do_publish = do_publish
-        self._client = redis.Redis.from_url(
-            url, socket_timeout=settings.timeout, socket_connect_timeout=settings.timeout
-        )
-        self._publish = self._client.register_script(PUBLISH_SCRIPT)
-        self._snapshot = self._client.register_script(SNAPSHOT_SCRIPT)
+        self._client = redis_client.connect(url, settings.timeout)
+        self._publish = redis_client.script(self._client, redis_client.publish_script(url))
+        self._snapshot = redis_client.script(self._client, SNAPSHOT_SCRIPT)
 
     def run(self, envelopes: Sequence[Envelope]) -> list[tuple[Published, bytes]]:
         """Store (and, if configured, PUBLISH) each envelope; return results and event JSON."""
@@ -108,7 +106,7 @@ class RedisStore:
                 )
                 self._publish(keys=keys, args=args, client=pipe)
             replies = pipe.execute()
-        except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+        except redis_client.TRANSIENT as exc:
             raise BrokerUnavailable(f"redis: {exc}") from exc
         except redis.RedisError as exc:
             raise PublishError(f"redis rejected the publish: {exc}") from exc
@@ -137,7 +135,7 @@ class RedisStore:
                 args: list[str | int] = [0, new_epoch(), self._settings.meta_ttl]
                 self._snapshot(keys=keys, args=args, client=pipe)
             replies = pipe.execute()
-        except (redis.RedisError, OSError) as exc:
+        except redis_client.ANY_ERROR as exc:
             raise BrokerUnavailable(f"redis: {exc}") from exc
         return {
             channel: (reply[0].decode(), int(reply[1]))
@@ -159,7 +157,7 @@ class RedisTransport:
 
     def __init__(self, settings: BridgeSettings) -> None:
         self._store = RedisStore(settings, settings.broker_url)
-        self._where = _safe_url(settings.broker_url)
+        self._where = redis_client.where(settings.broker_url)
 
     def send(self, envelopes: Sequence[Envelope]) -> list[Published]:
         return [published for published, _ in self._store.run(envelopes)]
@@ -393,7 +391,7 @@ def _safe_url(url: str) -> str:
 def create_transport(settings: BridgeSettings) -> Transport:
     """Build the transport for ``BROKER_URL``'s scheme (validated by the system checks)."""
     scheme = settings.scheme
-    if scheme in ("redis", "rediss"):
+    if redis_client.is_redis_scheme(scheme):
         return RedisTransport(settings)
     if scheme in ("amqp", "amqps"):
         return AmqpTransport(settings)
@@ -467,7 +465,7 @@ def get_transport() -> Transport:
     global _shared
     settings = conf.get_settings()
     pid = os.getpid()
-    if settings.scheme in ("redis", "rediss"):
+    if redis_client.is_redis_scheme(settings.scheme):
         # redis-py's pool is thread-safe (and gevent-safe once patched): share it per process
         shared = _shared
         if shared is not None and shared[0] == pid and shared[1] == _generation:

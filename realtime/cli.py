@@ -103,6 +103,10 @@ def _check_config(settings: Settings) -> int:
         print(f"{name} = {_toml(value)}")
     for name, ns in settings.namespaces.items():
         print(f"\n[namespaces.{name}]\naccess = {_toml(ns.access)}\ncoalesce_ms = {ns.coalesce_ms}")
+        if ns.merge_max:
+            print(f"merge_max = {ns.merge_max}")
+        if ns.presence:
+            print("presence = true")
     return 0
 
 

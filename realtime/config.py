@@ -28,22 +28,31 @@ class Namespace:
 
     ``access``: ``public`` (anyone), ``user`` (token ``sub`` equals the part after the
     colon), ``granted`` (token ``channels`` claim grants it). ``coalesce_ms`` > 0 lets the
-    fan-out skip intermediate events within that window (latest wins).
+    fan-out skip intermediate events within that window (latest wins); with ``merge_max``
+    > 0 the window's events are sent together in one frame instead (at most that many, the
+    newest: a client sees the offset gap when more were dropped). ``presence`` counts the
+    channel's watchers across nodes and publishes them on ``presence:<channel>``.
     """
 
     access: Access = "public"
     coalesce_ms: int = 0
+    merge_max: int = 0
+    presence: bool = False
 
 
 def default_namespaces() -> dict[str, Namespace]:
     """Return the contract's default namespaces (PROTOCOL.md section 2)."""
     return {
-        "leaderboard": Namespace(access="public", coalesce_ms=500),
-        "contest": Namespace(access="public"),
+        "leaderboard": Namespace(access="public", coalesce_ms=500, presence=True),
+        "contest": Namespace(access="public", presence=True),
         "user": Namespace(access="user"),
         "submission": Namespace(access="granted"),
         # the unfrozen board of a contest's jury (docs/LEADERBOARDS.md); an addition
         "jury": Namespace(access="granted", coalesce_ms=500),
+        # every change of a public board as a small move, merged per window (LEADERBOARDS.md)
+        "standings": Namespace(access="public", coalesce_ms=500, merge_max=200, presence=True),
+        # watcher counts of channels whose namespace sets presence (realtime/presence.py)
+        "presence": Namespace(access="public"),
     }
 
 
@@ -94,6 +103,7 @@ class Settings:
     history_size: int = 100
     history_ttl: int = 600
     meta_ttl: int = 86400
+    presence_interval: float = 5.0  # seconds between watcher-count reports; 0 = off
     # [logging]
     log_level: str = "INFO"
     log_json: bool = False
@@ -143,6 +153,7 @@ SECTIONS: dict[str, str] = {
     "history_size": "history",
     "history_ttl": "history",
     "meta_ttl": "history",
+    "presence_interval": "history",
     "log_level": "logging",
     "log_json": "logging",
 }
@@ -215,7 +226,7 @@ def _parse_namespaces(table: Any, origin: str) -> dict[str, Namespace]:
             raise ConfigError(f"{where}: namespace names are lowercase [a-z][a-z0-9_]*")
         if not isinstance(rules, dict):
             raise ConfigError(f"{where}: expected a table")
-        unknown = set(rules) - {"access", "coalesce_ms"}
+        unknown = set(rules) - {"access", "coalesce_ms", "merge_max", "presence"}
         if unknown:
             raise ConfigError(f"{where}: unknown key {sorted(unknown)[0]!r}")
         access = rules.get("access", "public")
@@ -224,7 +235,15 @@ def _parse_namespaces(table: Any, origin: str) -> dict[str, Namespace]:
         coalesce = rules.get("coalesce_ms", 0)
         if isinstance(coalesce, bool) or not isinstance(coalesce, int) or coalesce < 0:
             raise ConfigError(f"{where}: coalesce_ms must be an integer >= 0")
-        result[name] = Namespace(access=access, coalesce_ms=coalesce)
+        merge = rules.get("merge_max", 0)
+        if isinstance(merge, bool) or not isinstance(merge, int) or merge < 0:
+            raise ConfigError(f"{where}: merge_max must be an integer >= 0")
+        presence = rules.get("presence", False)
+        if not isinstance(presence, bool):
+            raise ConfigError(f"{where}: presence must be true or false")
+        result[name] = Namespace(
+            access=access, coalesce_ms=coalesce, merge_max=merge, presence=presence
+        )
     return result
 
 
@@ -275,6 +294,7 @@ _VALIDATORS: list[tuple[str, Callable[[Any], bool], str]] = [
     ("history_size", lambda v: 0 <= v <= 100000, "between 0 and 100000"),
     ("history_ttl", lambda v: v >= 1, "at least 1 second"),
     ("meta_ttl", lambda v: v >= 0, "0 (never expire) or more seconds"),
+    ("presence_interval", lambda v: v == 0 or 0.1 <= v <= 3600, "0 (off) or 0.1 to 3600 s"),
     (
         "log_level",
         lambda v: v.upper() in ("DEBUG", "INFO", "WARNING", "ERROR"),
@@ -297,14 +317,29 @@ def _check_url(name: str, value: str | None, schemes: tuple[str, ...]) -> None:
         raise ConfigError(f"{name}: bad port in {value!r}") from None
 
 
+def _check_broker_url(name: str, value: str | None, others: tuple[str, ...]) -> None:
+    """Check a URL that may be any Redis form (one, cluster, sentinel) or one of ``others``."""
+    if value is None:
+        return
+    from realtime.brokers import redis_urls  # pure parsing, no client
+
+    if not redis_urls.is_redis_url(value):
+        _check_url(name, value, (*redis_urls.REDIS_SCHEMES, *others))
+        return
+    try:
+        redis_urls.parse(value)
+    except redis_urls.RedisURLError as exc:
+        raise ConfigError(f"{name}: {exc} in {redis_urls.safe(value)!r}") from None
+
+
 def validate(settings: Settings) -> Settings:
     """Check cross-field rules; return the settings (with demo/dev defaults filled in)."""
     for name, ok, expected in _VALIDATORS:
         value = getattr(settings, name)
         if not ok(value):
             raise ConfigError(f"{name}: must be {expected}, got {value!r}")
-    _check_url("broker_url", settings.broker_url, ("memory", "redis", "rediss", "amqp", "amqps"))
-    _check_url("redis_url", settings.redis_url, ("redis", "rediss"))
+    _check_broker_url("broker_url", settings.broker_url, ("memory", "amqp", "amqps"))
+    _check_broker_url("redis_url", settings.redis_url, ())
     if settings.workers > 1 and settings.broker_url.startswith("memory"):
         raise ConfigError(
             "workers: more than 1 needs a shared broker (redis:// or amqp://); "

@@ -18,6 +18,7 @@ from realtime.errors import PublishError
 
 CHANNEL_RE = re.compile(r"[a-z][a-z0-9_]*:[A-Za-z0-9_.:\-]{1,120}")  # always fullmatch()
 MAX_TYPE_LENGTH = 200
+MAX_VERSION = 2**53 - 1  # exact in a Lua number (the Redis script compares versions)
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,7 +28,9 @@ class Envelope:
     ``data_json`` is the event's ``data`` already encoded as JSON text, so that the
     publisher's encoding is kept byte for byte and never parsed again on the way out.
     ``id`` is an optional de-duplication key: the same id published twice (a relay retry)
-    is stored and delivered once.
+    is stored and delivered once. ``version`` (state events only) orders states: the store
+    drops a state event whose version is not above the channel's stored state version, so
+    the state is always the newest whatever the publish order (docs/PROTOCOL-REDIS.md).
     """
 
     channel: str
@@ -35,6 +38,7 @@ class Envelope:
     data_json: bytes
     state: bool = False
     id: str | None = None
+    version: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +59,11 @@ class Event:
 
 @dataclass(frozen=True, slots=True)
 class Published:
-    """Where a publish landed; ``duplicate`` is true when ``id`` was seen before."""
+    """Where a publish landed; ``duplicate`` is true when ``id`` was seen before.
+
+    A state event with a ``version`` not above the stored one is dropped like a duplicate
+    (``duplicate`` true, ``offset`` the channel's current one).
+    """
 
     channel: str
     epoch: str
@@ -79,7 +87,7 @@ def encode_event(channel: str, offset: int, type_: str, data_json: bytes) -> byt
 
 
 def envelope_from_obj(obj: Any) -> Envelope:
-    """Validate a decoded JSON envelope (``{"channel","type","data","state","id"}``).
+    """Validate a decoded JSON envelope (``{"channel","type","data","state","id","version"}``).
 
     Raises:
         PublishError: with a message that says which field is wrong.
@@ -100,11 +108,31 @@ def envelope_from_obj(obj: Any) -> Envelope:
     id_ = obj.get("id")
     if id_ is not None and (not isinstance(id_, str) or not 0 < len(id_) <= 200):
         raise PublishError("'id' must be a string of 1 to 200 characters")
+    version = check_version(obj.get("version"), state)
     try:
         data_json = orjson.dumps(obj["data"])
     except TypeError as exc:  # e.g. integers beyond 64 bits
         raise PublishError(f"'data' cannot be encoded: {exc}") from exc
-    return Envelope(channel=channel, type=type_, data_json=data_json, state=state, id=id_)
+    return Envelope(
+        channel=channel, type=type_, data_json=data_json, state=state, id=id_, version=version
+    )
+
+
+def check_version(version: Any, state: bool) -> int | None:
+    """Validate an envelope's optional state ``version``; return it.
+
+    Raises:
+        PublishError: not an integer in 0..2**53-1, or given without ``state``.
+    """
+    if version is None:
+        return None
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise PublishError("'version' must be an integer")
+    if not 0 <= version <= MAX_VERSION:
+        raise PublishError(f"'version' must be between 0 and {MAX_VERSION}")
+    if not state:
+        raise PublishError("'version' orders states: it needs 'state': true")
+    return version
 
 
 def envelopes_from_body(body: bytes) -> list[Envelope]:

@@ -2,7 +2,8 @@
 
 The hub knows no broker and no Tornado. An event's frame is built once and handed to each
 subscriber's ``push``, which only queues bytes (it never awaits a client). Channels whose
-namespace sets ``coalesce_ms`` send at most one event per window: the latest wins.
+namespace sets ``coalesce_ms`` send at most one frame per window: the latest event wins, or
+with ``merge_max`` the window's events (up to that many, the newest) go out together.
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ class _Coalesce:
     last_sent: float = float("-inf")
     pending: Event | None = None
     timer: Any = None
+    merge_max: int = 0  # > 0: keep the window's events, not only the latest
+    merged: list[Event] | None = None
 
 
 class Hub:
@@ -68,7 +71,9 @@ class Hub:
             subs = self._channels[channel] = {}
             namespace = self._namespaces.get(channel.split(":", 1)[0])
             if namespace is not None and namespace.coalesce_ms > 0:
-                self._coalesce[channel] = _Coalesce(window=namespace.coalesce_ms / 1000.0)
+                self._coalesce[channel] = _Coalesce(
+                    window=namespace.coalesce_ms / 1000.0, merge_max=namespace.merge_max
+                )
         if id(subscriber) not in subs:
             subs[id(subscriber)] = subscriber
             self.subscription_count += 1
@@ -98,6 +103,10 @@ class Hub:
         """Channels with local subscribers."""
         return len(self._channels)
 
+    def counts(self, keep: Callable[[str], bool]) -> dict[str, int]:
+        """Return the local subscriber count of each channel that ``keep`` accepts."""
+        return {ch: len(subs) for ch, subs in self._channels.items() if keep(ch)}
+
     def subscribers(self, channel: str) -> list[Subscriber]:
         """Return a snapshot list of the channel's subscribers."""
         return list(self._channels.get(channel, {}).values())
@@ -110,6 +119,8 @@ class Hub:
             return
         if co.timer is not None:
             co.pending = event  # a send is already scheduled: it will carry the latest
+            if co.merge_max:
+                self._merge(co, event)
             return
         now = self._clock()
         due = co.last_sent + co.window
@@ -118,7 +129,16 @@ class Hub:
             self._fanout(event, True)
         else:
             co.pending = event
+            if co.merge_max:
+                self._merge(co, event)
             co.timer = self._schedule(due - now, lambda: self._flush_coalesced(event.channel))
+
+    def _merge(self, co: _Coalesce, event: Event) -> None:
+        if co.merged is None:
+            co.merged = []
+        co.merged.append(event)
+        if len(co.merged) > co.merge_max:
+            del co.merged[0]  # capped: the client sees the offset gap and re-reads
 
     def _flush_coalesced(self, channel: str) -> None:
         co = self._coalesce.get(channel)
@@ -126,7 +146,29 @@ class Hub:
             return
         event, co.pending, co.timer = co.pending, None, None
         co.last_sent = self._clock()
-        self._fanout(event, True)
+        merged, co.merged = co.merged, None
+        if merged and len(merged) > 1:
+            self._fanout_merged(merged)
+        else:
+            self._fanout(event, True)
+
+    def _fanout_merged(self, events: list[Event]) -> None:
+        """Send a window's events as one frame of newline-separated events.
+
+        The frame goes with its first offset: a subscriber that has it already (it joined
+        within the window) skips the whole frame rather than get duplicates, and sees the
+        gap in the offsets.
+        """
+        subs = self._channels.get(events[0].channel)
+        if not subs:
+            return
+        frame = text_frame(b"\n".join(e.json for e in events))
+        channel, offset = events[0].channel, events[0].offset
+        for sub in list(subs.values()):
+            sub.push(channel, offset, frame, True)
+        if self._on_fanout is not None:
+            for event in events:
+                self._on_fanout(event, len(subs))
 
     def _fanout(self, event: Event, coalesced: bool) -> None:
         subs = self._channels.get(event.channel)
@@ -148,6 +190,7 @@ class Hub:
         co = self._coalesce.get(channel)
         if co is not None:
             co.pending = None
+            co.merged = None
             if co.timer is not None:
                 co.timer.cancel()
                 co.timer = None

@@ -22,6 +22,7 @@ from realtime.context import ServerContext
 from realtime.heartbeat import HeartbeatWheel
 from realtime.metrics import Metrics
 from realtime.node import Node
+from realtime.presence import Presence, create_presence
 from realtime.protocol import TokenBucket
 
 logger = logging.getLogger(__name__)
@@ -38,6 +39,7 @@ class Server:
         self._stopped = asyncio.Event()
         self._background: list[asyncio.Task[None]] = []
         self._heartbeat: tornado.ioloop.PeriodicCallback | None = None
+        self._presence: Presence | None = None
 
     async def start(self) -> None:
         """Bind (unless sockets were given), start the broker in the background, serve."""
@@ -74,6 +76,9 @@ class Server:
             heartbeat.tick, heartbeat.tick_seconds * 1000
         )
         self._heartbeat.start()
+        self._presence = create_presence(self.settings, node)
+        if self._presence is not None:
+            self._background.append(asyncio.create_task(self._presence.run()))
         if self.settings.demo:
             from realtime.demo import run_demo
 
@@ -111,6 +116,9 @@ class Server:
             conn.abort()  # peers that never answered the close frame
         for task in self._background:
             task.cancel()
+        if self._presence is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._presence.close(), timeout=1.0)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(ctx.node.close(), timeout=2.0)
         if self._http is not None:

@@ -13,7 +13,18 @@ def create_broker(settings: Settings) -> Broker:
         from realtime.brokers.memory import MemoryBroker
 
         return MemoryBroker(settings.history_size, settings.history_ttl, settings.meta_ttl)
-    if scheme in ("redis", "rediss"):
+    if scheme in ("redis+cluster", "rediss+cluster"):
+        from realtime.brokers.redis_cluster import RedisClusterBroker
+
+        cluster: Broker = RedisClusterBroker(
+            settings.broker_url,
+            settings.redis_prefix,
+            settings.history_size,
+            settings.history_ttl,
+            settings.meta_ttl,
+        )
+        return cluster
+    if scheme in ("redis", "rediss", "redis+sentinel"):
         from realtime.brokers.redis import RedisBroker
 
         return RedisBroker(

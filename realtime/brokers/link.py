@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 
 from realtime.brokers.base import HealthCallback
 
 BACKOFF_MIN = 0.5
 BACKOFF_MAX = 30.0
+STABLE_PERIOD = 10.0
 
 
 def backoff_delays(minimum: float = BACKOFF_MIN, maximum: float = BACKOFF_MAX) -> Iterator[float]:
@@ -18,6 +20,40 @@ def backoff_delays(minimum: float = BACKOFF_MIN, maximum: float = BACKOFF_MAX) -
     while True:
         yield random.uniform(minimum / 2, cap)
         cap = min(maximum, cap * 2)
+
+
+class Backoff:
+    """Reconnect delays that keep growing until a link has stayed up for a stable period.
+
+    Call ``connected()`` when a (re)connect succeeds and ``next_delay()`` before the next
+    attempt. A link that opens and drops again at once (a flapping link) does not start
+    over at the shortest delay, so it cannot turn into a reconnect storm.
+    """
+
+    def __init__(
+        self,
+        minimum: float = BACKOFF_MIN,
+        maximum: float = BACKOFF_MAX,
+        stable: float = STABLE_PERIOD,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._minimum = minimum
+        self._maximum = maximum
+        self._stable = stable
+        self._clock = clock
+        self._delays = backoff_delays(minimum, maximum)
+        self._up_since: float | None = None
+
+    def connected(self) -> None:
+        """The link is up from now on."""
+        self._up_since = self._clock()
+
+    def next_delay(self) -> float:
+        """Return how long to wait before the next attempt (after a loss or a failure)."""
+        if self._up_since is not None and self._clock() - self._up_since >= self._stable:
+            self._delays = backoff_delays(self._minimum, self._maximum)
+        self._up_since = None
+        return next(self._delays)
 
 
 def safe_url(url: str) -> str:

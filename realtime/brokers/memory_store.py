@@ -26,6 +26,7 @@ class _Channel:
     epoch: str
     offset: int = 0
     state: bytes | None = None
+    state_version: int | None = None
     history: deque[tuple[float, Event]] = field(default_factory=deque)
     last_used: float = 0.0
 
@@ -85,13 +86,18 @@ class MemoryStore:
     def publish(self, envelope: Envelope) -> tuple[Published, Event | None]:
         """Assign the next offset and store; return where it landed and the new event.
 
-        The event is None when ``envelope.id`` was already published (a duplicate).
+        The event is None when ``envelope.id`` was already published (a duplicate) or when
+        it is a state whose ``version`` is not above the stored state's (an older board).
         """
         ch = self._channel(envelope.channel)
         if envelope.id is not None:
             seen = self._dedup.get((envelope.channel, envelope.id))
             if seen is not None:
                 return Published(envelope.channel, ch.epoch, seen, duplicate=True), None
+        if envelope.state and envelope.version is not None:
+            if ch.state_version is not None and envelope.version <= ch.state_version:
+                return Published(envelope.channel, ch.epoch, ch.offset, duplicate=True), None
+            ch.state_version = envelope.version
         ch.offset += 1
         data = encode_event(envelope.channel, ch.offset, envelope.type, envelope.data_json)
         event = Event(envelope.channel, ch.epoch, ch.offset, data, time.time())

@@ -18,6 +18,7 @@ pika's callbacks are turned into futures by ``_Link``; everything runs on the ev
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import dataclasses
 import hashlib
@@ -37,7 +38,7 @@ from redis.exceptions import RedisError
 
 from realtime.brokers import amqp_layout
 from realtime.brokers.base import EventCallback, HealthCallback, Snapshot
-from realtime.brokers.link import LinkHealth, backoff_delays
+from realtime.brokers.link import Backoff, LinkHealth
 from realtime.brokers.memory_store import MemoryStore
 from realtime.brokers.redis import RedisStore, store_client
 from realtime.config import Settings
@@ -249,6 +250,8 @@ class RabbitMQBroker:
         self._store_error: str | None = None  # set while the Redis store does not answer
         self._store_watch: asyncio.Task[None] | None = None
         self._mismatch: str | None = None  # a setup mismatch seen in the traffic
+        # numbered events stored in Redis whose AMQP send failed: resent after a reconnect
+        self._unsent: collections.deque[tuple[str, bytes]] = collections.deque(maxlen=10_000)
         self._raw_tasks: set[asyncio.Task[Published]] = set()
         # set by the server: counts setup mismatches in realtime_misconfigured_total
         self.on_misconfigured: Callable[[str], None] | None = None
@@ -319,7 +322,7 @@ class RabbitMQBroker:
         return params
 
     async def _run(self) -> None:
-        delays = backoff_delays()
+        backoff = Backoff()
         loop = asyncio.get_running_loop()
         while True:
             link = _Link(self._params(), loop, self._on_message)
@@ -335,7 +338,9 @@ class RabbitMQBroker:
                 self._link = link
                 await self._declare(link)
                 self._health.up()
-                delays = backoff_delays()
+                backoff.connected()
+                if self._unsent:
+                    await self._resend_unsent()
                 reason = await asyncio.shield(link.lost)  # cancelling us must not cancel it
                 self._health.down(f"rabbitmq link lost: {reason}")
             except asyncio.CancelledError:
@@ -352,7 +357,7 @@ class RabbitMQBroker:
                 self._queue = ""
                 self._fail_echoes("rabbitmq link lost")
                 link.close()
-            await asyncio.sleep(next(delays))
+            await asyncio.sleep(backoff.next_delay())
 
     async def _declare(self, link: _Link) -> None:
         """Declare the exchange and this link's queue, bind, and start consuming."""
@@ -519,9 +524,43 @@ class RabbitMQBroker:
             body = amqp_layout.encode_numbered(
                 published.epoch, published.offset, event.json, int(time.time() * 1000)
             )
-            confirm = self._send(envelope.channel, body, None)
-        await self._confirmed(confirm)
+            try:
+                confirm = self._send(envelope.channel, body, None)
+            except BrokerUnavailable:
+                return self._keep_unsent(envelope.channel, body, published)
+        try:
+            await self._confirmed(confirm)
+        except BrokerUnavailable:
+            return self._keep_unsent(envelope.channel, body, published)
         return published
+
+    def _keep_unsent(self, channel: str, body: bytes, published: Published) -> Published:
+        """The event is stored but its send failed: send it again once the link is back.
+
+        Answering "not published" would make a publisher without an envelope id store it a
+        second time, and nothing would ever send the first copy: subscribers would stay
+        behind the store until the channel's next event. Nodes drop a copy they already
+        have by its offset.
+        """
+        if len(self._unsent) == self._unsent.maxlen:
+            logger.warning("more than %d stored events wait to be sent", self._unsent.maxlen)
+        self._unsent.append((channel, body))
+        logger.warning(
+            "event %s/%d stored but not sent (link lost): sent again on reconnect",
+            channel,
+            published.offset,
+        )
+        return published
+
+    async def _resend_unsent(self) -> None:
+        """Send what was stored while a send failed (in order, confirmed)."""
+        while self._unsent:
+            channel, body = self._unsent[0]
+            try:
+                await self._confirmed(self._send(channel, body, None))
+            except BrokerUnavailable:
+                return  # the link went again: the next reconnect goes on
+            self._unsent.popleft()
 
     async def _stored_event(self, published: Published) -> Event | None:
         assert self._store is not None

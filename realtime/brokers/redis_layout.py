@@ -3,7 +3,7 @@
 Keys for channel ``C`` under prefix ``P`` (default ``rt:``); the braces are a Redis Cluster
 hash tag so that one channel's keys live in one slot::
 
-    P{C}:meta            hash   epoch, offset
+    P{C}:meta            hash   epoch, offset, sv (version of the stored state, if versioned)
     P{C}:hist            list   "<published-ms> <event-json>", oldest first, capped
     P{C}:state           string <event-json> of the latest state event
     P{C}:dedup:<id>      string offset of an already published envelope id
@@ -47,8 +47,10 @@ def new_epoch() -> str:
 # KEYS: 1 meta, 2 hist, 3 state, 4 dedup (may be an unused name)
 # ARGV: 1 pubsub channel ("" = do not PUBLISH, e.g. the amqp transport publishes itself)
 #       2 channel, 3 type, 4 data JSON text, 5 "1" if state, 6 history size,
-#       7 history ttl s, 8 meta ttl s, 9 now ms, 10 epoch candidate, 11 "1" to de-duplicate
-# Returns {epoch, offset, duplicate (0/1), event-json}
+#       7 history ttl s, 8 meta ttl s, 9 now ms, 10 epoch candidate, 11 "1" to de-duplicate,
+#       12 (optional) state version: a state event whose version is not above the stored
+#          one (meta "sv") is dropped: not stored, not published
+# Returns {epoch, offset, duplicate (0/1; 2 = dropped as an older state), event-json}
 PUBLISH_SCRIPT = """
 if ARGV[11] == "1" then
   local seen = redis.call("GET", KEYS[4])
@@ -56,6 +58,15 @@ if ARGV[11] == "1" then
     local epoch = redis.call("HGET", KEYS[1], "epoch") or ""
     return {epoch, tonumber(seen), 1, ""}
   end
+end
+local version = tonumber(ARGV[12] or "")
+if version and ARGV[5] == "1" then
+  local stored = tonumber(redis.call("HGET", KEYS[1], "sv") or "")
+  if stored and version <= stored then
+    local epoch = redis.call("HGET", KEYS[1], "epoch") or ""
+    return {epoch, tonumber(redis.call("HGET", KEYS[1], "offset") or "0"), 2, ""}
+  end
+  redis.call("HSET", KEYS[1], "sv", ARGV[12])
 end
 local epoch = redis.call("HGET", KEYS[1], "epoch")
 if not epoch then
@@ -88,6 +99,23 @@ if ARGV[1] ~= "" then
 end
 return {epoch, offset, 0, event}
 """
+
+
+def sharded(script: str) -> str:
+    """Return ``script`` with its final PUBLISH turned into SPUBLISH (Redis Cluster).
+
+    A sharded pub/sub message stays on the shard that owns its slot instead of being
+    broadcast over the whole cluster bus; the pub/sub channel ``P{C}`` shares the channel's
+    hash tag, so it belongs to the same slot as the keys the script touches.
+    """
+    call = 'redis.call("PUBLISH", ARGV[1], '
+    if script.count(call) != 1:
+        raise ValueError("the publish script no longer ends with one PUBLISH of ARGV[1]")
+    return script.replace(call, 'redis.call("SPUBLISH", ARGV[1], ')
+
+
+# The same script for Redis Cluster (7.0+): SPUBLISH, received with SSUBSCRIBE.
+SHARDED_PUBLISH_SCRIPT = sharded(PUBLISH_SCRIPT)
 
 # KEYS: 1 meta, 2 hist, 3 state. ARGV: 1 history count, 2 and 3 unused (kept for callers).
 # Returns {epoch, offset, state or false, history...}, read in one step so that offset, state
@@ -159,8 +187,9 @@ def publish_args(
     meta_ttl: int,
     now_ms: int,
     do_publish: bool = True,
+    version: int | None = None,
 ) -> tuple[list[str], list[str | bytes | int]]:
-    """Return (keys, args) for one ``PUBLISH_SCRIPT`` call."""
+    """Return (keys, args) for one ``PUBLISH_SCRIPT`` call (``version``: state events only)."""
     meta, hist, state_key = channel_keys(prefix, channel)
     dedup = dedup_key(prefix, channel, envelope_id or "-")
     keys = [meta, hist, state_key, dedup]
@@ -177,6 +206,8 @@ def publish_args(
         new_epoch(),
         "1" if envelope_id else "0",
     ]
+    if version is not None and state:
+        args.append(version)
     return keys, args
 
 
@@ -203,4 +234,5 @@ def envelope_args(
         meta_ttl=meta_ttl,
         now_ms=now_ms,
         do_publish=do_publish,
+        version=envelope.version,
     )

@@ -20,7 +20,7 @@ from django.contrib.auth.models import User
 from django.test import Client
 
 from django_bridge import publish
-from tests.e2e.conftest import browser, page, wait_for  # noqa: F401 (fixtures)
+from tests.e2e.conftest import browser, browser_name, page, wait_for  # noqa: F401 (fixtures)
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 

@@ -21,7 +21,9 @@ class Sent:
     def __init__(self) -> None:
         self.events: list[tuple[str, str, Any, bool]] = []
 
-    def __call__(self, channel: str, type_: str, data: Any, state: bool = False) -> None:
+    def __call__(
+        self, channel: str, type_: str, data: Any, state: bool = False, version: Any = None
+    ) -> None:
         self.events.append((channel, type_, data, state))
 
     def on(self, channel: str) -> list[tuple[str, Any, bool]]:
@@ -182,3 +184,43 @@ def test_ioi_board_ranks_by_total_then_last_improvement(board: Leaderboard) -> N
         (1, "y", 100.5, 200),
         (2, "x", 100.5, 300),
     ]
+
+
+def test_jury_reads_show_the_unfrozen_board(board: Leaderboard) -> None:
+    """snapshot, top, row, around, page and window read the jury board with view="jury"."""
+    contest = Contest(id="c9", start=0, freeze_at=60 * MIN, top_n=2)
+    board.record_verdict(contest, "a", "A", "AC", 10 * MIN)
+    board.record_verdict(contest, "b", "A", "AC", 20 * MIN)
+    board.record_verdict(contest, "c", "A", "AC", 30 * MIN)
+    board.record_verdict(contest, "c", "B", "AC", 70 * MIN)  # after the freeze: jury only
+    assert [r["user"] for r in board.top(contest, 3)] == ["a", "b", "c"]
+    assert [r["user"] for r in board.top(contest, 3, view="jury")] == ["c", "a", "b"]
+    assert board.snapshot(contest, view="jury")["top"][0]["user"] == "c"
+    assert board.snapshot(contest, view="jury")["v"] == 4
+    jury_row = board.row(contest, "c", view="jury")
+    assert jury_row is not None and (jury_row["rank"], jury_row["solved"]) == (1, 2)
+    assert [r["user"] for r in board.around(contest, "a", 1, view="jury")] == ["c", "a", "b"]
+    page = board.page(contest, 2, view="jury")
+    assert (page["start"], page["n"], [r["user"] for r in page["rows"]]) == (2, 3, ["b"])
+    assert page["rows"][0]["rank"] == 3 and page["view"] == "jury"
+    window = board.window(contest, around="b", k=0)
+    assert (window["start"], window["rows"][0]["rank"], window["v"]) == (1, 2, 3)
+
+
+def test_moves_carry_positions_keys_and_versions(board: Leaderboard, sent: Sent) -> None:
+    """Each public change is one move with its version: newcomer, overtaking, no-key change."""
+    contest = Contest(id="c8")
+    board.record_verdict(contest, "a", "A", "AC", 10 * MIN)
+    board.record_verdict(contest, "b", "A", "WA", 11 * MIN)
+    board.record_verdict(contest, "b", "A", "AC", 12 * MIN)
+    board.record_verdict(contest, "b", "B", "WA", 13 * MIN)  # row changes, key does not
+    moves = [d for t, d, _ in sent.on("standings:c8")]
+    assert [m["v"] for m in moves] == [1, 2, 3, 4]
+    assert [(m["user"], m["old"], m["pos"], m["rank"], m["n"]) for m in moves] == [
+        ("a", None, 0, 1, 1),
+        ("b", None, 1, 2, 2),
+        ("b", 1, 1, 2, 2),
+        ("b", 1, 1, 2, 2),
+    ]
+    assert moves[1]["from"] is None and moves[2]["from"] == 0
+    assert moves[2]["to"] == moves[3]["from"] == moves[3]["to"] == 1 * 10**9 - 32

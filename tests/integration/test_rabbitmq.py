@@ -350,3 +350,63 @@ def _amqp_publish(settings: dict[str, str], chan: str, body: bytes) -> None:
         )
     finally:
         connection.close()
+
+
+def test_event_stored_but_not_sent_goes_out_after_the_reconnect(
+    exchange: str, amqp_url: str, redis_url: str, prefix: str
+) -> None:
+    """The send after the Redis store write fails (the link drops): the publish is answered
+    as stored, and the event goes to the exchange once the link is back (found by the
+    chaos run: publishers without an id otherwise left it unsent for good)."""
+    import pika
+
+    from realtime.brokers.rabbitmq import RabbitMQBroker
+    from realtime.config import Settings
+    from realtime.envelope import Envelope
+
+    settings = Settings(
+        secret="s" * 32,
+        broker_url=amqp_url,
+        amqp_exchange=exchange,
+        redis_url=redis_url,
+        redis_prefix=prefix,
+    )
+    chan = f"contest:{uuid.uuid4().hex[:10]}"
+
+    async def scenario() -> tuple[int, list[bytes]]:
+        broker = RabbitMQBroker(settings)
+        healthy = asyncio.Event()
+        await broker.start(lambda event: None, lambda up: healthy.set() if up else None)
+        await asyncio.wait_for(healthy.wait(), 20)
+        link = broker._link
+        assert link is not None
+        real_publish = link.publish
+
+        def failing(*args: Any) -> Any:
+            raise ConnectionError("link lost in the middle of the send")
+
+        link.publish = failing  # type: ignore[method-assign]
+        published = await broker.publish(Envelope(chan, "t", b"1", False, None))
+        assert broker._unsent, "the stored event must wait for the link"
+        link.publish = real_publish  # type: ignore[method-assign]
+        # watch the exchange, then let the broker go through a reconnect
+        connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
+        channel = connection.channel()
+        queue = channel.queue_declare("", exclusive=True).method.queue
+        channel.queue_bind(queue, exchange, routing_key=chan)
+        healthy.clear()
+        link._lose("closed by the test")
+        await asyncio.wait_for(healthy.wait(), 30)
+        got: list[bytes] = []
+        for _ in range(100):
+            method, _, body = channel.basic_get(queue, auto_ack=True)
+            if method is not None:
+                got.append(body)
+                break
+            await asyncio.sleep(0.1)
+        connection.close()
+        await broker.close()
+        return published.offset, got
+
+    offset, got = asyncio.run(scenario())
+    assert offset == 1 and len(got) == 1 and b'"offset":1' in got[0], got

@@ -20,7 +20,7 @@ def test_defaults_match_the_contract() -> None:
     assert s.max_connections == 50000
     assert s.max_send_buffer == 1048576
     assert s.api_key is None
-    assert s.namespaces["leaderboard"] == Namespace("public", 500)
+    assert s.namespaces["leaderboard"] == Namespace("public", 500, presence=True)
     assert s.namespaces["user"].access == "user"
     assert s.namespaces["submission"].access == "granted"
     assert s.namespaces["contest"].coalesce_ms == 0

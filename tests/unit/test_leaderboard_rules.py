@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import random
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -174,3 +175,58 @@ def test_contest_clock_accepts_datetimes_and_rejects_times_before_start() -> Non
     assert contest.freeze_ms == 4 * 3600 * 1000
     with pytest.raises(ValueError):
         contest.elapsed_ms(start - timedelta(seconds=1))
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_elapsed_time_is_floored_never_rounded_up(seed: int) -> None:
+    """ICPC minutes and IOI seconds are floors of the time since the start (59.9996 s is 0:59)."""
+    rng = random.Random(seed)
+    for _ in range(2000):
+        start_us = rng.randrange(1_700_000_000_000_000, 1_800_000_000_000_000)
+        elapsed_us = rng.choice(
+            [rng.randrange(0, 10**10), 60_000_000 * rng.randrange(1, 300) - 400]
+        )
+        start = datetime.fromtimestamp(0, UTC) + timedelta(microseconds=start_us)
+        at = start + timedelta(microseconds=elapsed_us)
+        contest = Contest(id="f", start=start)
+        assert contest.elapsed_ms(at) == elapsed_us // 1000
+        row = build_row(contest, "u", {"A": [make_attempt(contest, "AC", contest.elapsed_ms(at))]})[
+            1
+        ]
+        assert row["cells"]["A"][1] == elapsed_us // 60_000_000
+        ioi = Contest(id="f", rules="ioi", start=start)
+        cell = build_row(ioi, "u", {"A": [make_attempt(ioi, 5, ioi.elapsed_ms(at))]})[1]
+        assert cell["cells"]["A"][1] == elapsed_us // 1_000_000
+
+
+def test_epoch_float_times_floor_at_the_minute() -> None:
+    """With epoch floats too, a verdict 0.4 ms before a minute is in the earlier minute."""
+    contest = Contest(id="f", start=1_795_000_000.0)
+    assert contest.elapsed_ms(1_795_000_059.9996) == 59_999
+    assert contest.elapsed_ms(1_795_000_060.0) == 60_000
+
+
+def test_icpc_last_accepted_tiebreak_is_an_option() -> None:
+    """With ``last_ac_tiebreak`` equal solved and penalty rank by the earlier last AC."""
+    boards = {
+        # both 2 solved, 85 penalty; a's last AC at minute 45, b's at minute 25
+        "a": {"A": [wa(10), ac(20)], "B": [ac(45)]},
+        "b": {"A": [ac(25)], "B": [wa(5), ce(6), wa(7), ac(20), wa(21)]},
+        "c": {"A": [ac(40)]},
+    }
+    plain, tiebreak = Contest(id="1"), Contest(id="1", last_ac_tiebreak=True)
+    keys = {u: build_row(plain, u, a)[0] for u, a in boards.items()}
+    assert rank_board(keys) == [(1, "a"), (1, "b"), (3, "c")]
+    rows = {u: build_row(tiebreak, u, a) for u, a in boards.items()}
+    assert rank_board({u: key for u, (key, _) in rows.items()}) == [(1, "b"), (2, "a"), (3, "c")]
+    assert (rows["a"][1]["last"], rows["b"][1]["last"], rows["c"][1]["last"]) == (45, 25, 40)
+    # the three-part key stays exact and ordered at the edges of its range
+    from django_bridge.leaderboard import ICPC_TB_SOLVED_LIMIT, icpc_tiebreak_key
+
+    top = icpc_tiebreak_key(ICPC_TB_SOLVED_LIMIT - 1, 0, 0)
+    assert top < 2**53 and float(top) == top
+    assert icpc_tiebreak_key(3, 100, 50) > icpc_tiebreak_key(3, 100, 51)
+    assert icpc_tiebreak_key(3, 100, 99_999) > icpc_tiebreak_key(3, 101, 0)
+    assert icpc_tiebreak_key(4, 999_999, 99_999) > icpc_tiebreak_key(3, 0, 0)
+    with pytest.raises(ValueError):
+        icpc_tiebreak_key(1, 0, 100_000)

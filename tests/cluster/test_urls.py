@@ -1,0 +1,84 @@
+"""Redis URL forms for the server and the bridge: parsed, or refused with one clear line."""
+
+from __future__ import annotations
+
+import pytest
+
+from realtime.brokers import redis_urls
+from realtime.config import load_settings
+from realtime.errors import ConfigError
+
+
+def test_cluster_url_seeds_and_tls() -> None:
+    t = redis_urls.parse("rediss+cluster://u:p%40ss@10.0.0.1:7000,[::1]:7001/")
+    assert (t.kind, t.tls, t.sharded) == ("cluster", True, True)
+    assert t.nodes == (("10.0.0.1", 7000), ("::1", 7001))
+    assert (t.username, t.password) == ("u", "p@ss")
+
+
+def test_sentinel_url_service_db_and_passwords() -> None:
+    t = redis_urls.parse(
+        "redis+sentinel://:secret@s1:26379,s2:26380/mymaster/3"
+        "?sentinel_password=sp&sentinel_username=su"
+    )
+    assert (t.kind, t.service, t.db, t.sharded) == ("sentinel", "mymaster", 3, False)
+    assert t.nodes == (("s1", 26379), ("s2", 26380))
+    assert (t.username, t.password) == (None, "secret")
+    assert (t.sentinel_username, t.sentinel_password) == ("su", "sp")
+    assert redis_urls.parse("redis+sentinel://s1:26379/mymaster").db == 0
+
+
+def test_single_url_unchanged() -> None:
+    t = redis_urls.parse("redis://127.0.0.1:6380/2")
+    assert (t.kind, t.nodes, t.db) == ("single", (("127.0.0.1", 6380),), 2)
+
+
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        ("redis+cluster://", "no HOST:PORT"),
+        ("redis+cluster://a:7000,b", "'b' is not HOST:PORT"),
+        ("redis+cluster://a:70000", "bad port"),
+        ("redis+cluster://a:7000/0", "seed nodes only"),
+        ("redis+cluster://a:7000?x=1", "seed nodes only"),
+        ("redis+sentinel://s:26379", "needs the service name"),
+        ("redis+sentinel://s:26379/", "needs the service name"),
+        ("redis+sentinel://s:26379/m/x", "'x' is not a number"),
+        ("redis+sentinel://s:26379/m/1/2", "/SERVICE_NAME[/DB]"),
+        ("redis+sentinel://s:26379/m?password=x", "unknown option 'password'"),
+        ("redis://a:1,b:2/0", "several hosts need redis+cluster://"),
+        ("redis://a:1/x", "'x' is not a number"),
+    ],
+)
+def test_bad_urls_one_line(url: str, says: str) -> None:
+    with pytest.raises(redis_urls.RedisURLError) as info:
+        redis_urls.parse(url)
+    assert says in str(info.value) and "\n" not in str(info.value)
+
+
+def test_server_config_accepts_and_refuses() -> None:
+    env = {"REALTIME_SECRET": "x" * 32}
+    ok = load_settings(env={**env, "REALTIME_BROKER_URL": "redis+cluster://a:7000,b:7001"})
+    assert ok.broker_url.startswith("redis+cluster://")
+    amqp = {"REALTIME_BROKER_URL": "amqp://h/", "REALTIME_REDIS_URL": "redis+sentinel://s:1/m"}
+    assert load_settings(env={**env, **amqp}).redis_url == "redis+sentinel://s:1/m"
+    with pytest.raises(ConfigError) as info:
+        load_settings(
+            env={**env, "REALTIME_BROKER_URL": "redis+sentinel://:pw@s:26379?sentinel_password=z"}
+        )
+    message = str(info.value)
+    assert message.startswith("broker_url: a sentinel URL needs the service name")
+    assert "pw" not in message and "z" not in message.split("in ")[-1]  # no secrets echoed
+    with pytest.raises(ConfigError, match="redis_url: bad port"):
+        load_settings(env={**env, "REALTIME_BROKER_URL": "amqp://h/",
+                           "REALTIME_REDIS_URL": "redis+cluster://a:x"})  # fmt: skip
+
+
+def test_bridge_check_names_the_problem() -> None:
+    """The bridge's system check (E002/E005) reports a bad Redis URL in one line."""
+    from django_bridge.checks import _redis_url_errors
+
+    assert _redis_url_errors("BROKER_URL", "redis+cluster://a:1,b:2", "E002") == []
+    errors = _redis_url_errors("BROKER_URL", "redis+sentinel://:pw@a:1", "E002")
+    assert [e.id for e in errors] == ["django_bridge.E002"]
+    assert "needs the service name" in errors[0].msg and "pw" not in errors[0].msg
