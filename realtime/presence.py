@@ -142,8 +142,10 @@ def create_presence(settings: Settings, node: Node) -> Presence | None:
     if NAMESPACE not in settings.namespaces:
         logger.info("presence: no [namespaces.%s]: watcher counts are off", NAMESPACE)
         return None
+    from realtime.brokers.redis_urls import is_redis_url  # parsing only, no client
+
     url = settings.redis_url
-    if settings.broker_url.startswith(("redis://", "rediss://")):
+    if is_redis_url(settings.broker_url):  # one Redis, a cluster or sentinels
         url = settings.broker_url
     if url:
         from realtime.brokers.redis_presence import RedisPresenceStore

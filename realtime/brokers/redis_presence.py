@@ -13,8 +13,6 @@ import time
 from collections.abc import Mapping
 from typing import Any, cast
 
-import redis.asyncio as aioredis
-
 # KEYS: 1 lease. ARGV: 1 node id, 2 ttl ms. Returns 1 when this node holds the lease.
 LEASE_SCRIPT = """
 local holder = redis.call("GET", KEYS[1])
@@ -41,9 +39,9 @@ class RedisPresenceStore:
     """``PresenceStore`` on Redis (one small connection pool of its own)."""
 
     def __init__(self, url: str, prefix: str) -> None:
-        self._client = aioredis.Redis.from_url(
-            url, max_connections=4, socket_connect_timeout=3, socket_timeout=5
-        )
+        from realtime.brokers.redis import store_client  # one Redis, a cluster or sentinels
+
+        self._client = store_client(url)
         base = f"{prefix}{{presence}}"
         self._stem = f"{base}:node:"
         self._nodes = f"{base}:nodes"
