@@ -60,6 +60,7 @@ class Options:
     processes: int = 1
     source_ips: int = 1  # >1: bind to 127.0.0.2 .. 127.0.0.(1+n) (loopback only)
     grace: float = 5.0  # after publishing stops, wait this long for the last deliveries
+    ramp_timeout: float = 30.0  # publish anyway when the ramp is this late
     json_path: str | None = None
 
 
@@ -364,8 +365,8 @@ async def run(options: Options, out: Any = sys.stderr) -> Summary:
     latest: dict[int, dict[str, Any]] = {}
     loop = asyncio.get_running_loop()
     started = time.monotonic()
-    # publishing starts once every connection is subscribed (or the ramp ran 30 s late)
-    ramp_deadline = started + options.connections / options.ramp + 30.0
+    # publishing starts once every connection is subscribed (or the ramp ran late)
+    ramp_deadline = started + options.connections / options.ramp + options.ramp_timeout
     publish_from: float | None = None
     next_publish = next_line = started + 1.0
     try:
@@ -508,6 +509,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--processes", type=int, default=1, help="client processes (<= cores)")
     p.add_argument("--source-ips", type=int, default=1, help="spread over 127.0.0.2..N+1")
     p.add_argument("--grace", type=float, default=5.0, help="wait after publishing stops")
+    p.add_argument(
+        "--ramp-timeout",
+        type=float,
+        default=30.0,
+        help="publish anyway when not every connection is subscribed this long after the ramp",
+    )
     p.add_argument("--json", dest="json_path", help="write the summary as JSON here")
     return p
 

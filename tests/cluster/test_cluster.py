@@ -139,10 +139,13 @@ def test_primary_killed_while_events_flow(
             await asyncio.sleep(0.1)
         await wait_healthy(servers)
         await settle(recorders, quiet=3.0)
+        # while the clients are still subscribed (closing them releases the channels)
+        subs.update(shard_subscriptions(redis_cluster, cprefix))
         for rec in recorders:
             await rec.close()  # the servers then stop at once
         return recorders
 
+    subs: dict[int, dict[str, int]] = {}
     try:
         recorders = asyncio.run(scenario())
         assert publisher.error is None, publisher.error
@@ -183,10 +186,13 @@ def test_live_channel_resharded_while_events_flow(
         await asyncio.to_thread(redis_cluster.migrate_slot, slot, source, target)
         await asyncio.to_thread(publisher.join)
         await settle(recorders, quiet=3.0)
+        # while the clients are still subscribed (closing them releases the channels)
+        subs.update(shard_subscriptions(redis_cluster, cprefix))
         for rec in recorders:
             await rec.close()  # the servers then stop at once
         return recorders
 
+    subs: dict[int, dict[str, int]] = {}
     try:
         recorders = asyncio.run(scenario())
         assert publisher.error is None, publisher.error
@@ -198,7 +204,6 @@ def test_live_channel_resharded_while_events_flow(
             for rec in recorders:
                 check(rec, name, final, data)
         client.close()
-        subs = shard_subscriptions(redis_cluster, cprefix)
         assert subs[target].get(moving) == 2 and moving not in subs[source], subs
     finally:
         # give the slot back so the session's cluster keeps its original layout

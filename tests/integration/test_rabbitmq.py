@@ -373,11 +373,21 @@ def test_event_stored_but_not_sent_goes_out_after_the_reconnect(
     )
     chan = f"contest:{uuid.uuid4().hex[:10]}"
 
+    steps: list[str] = []  # where a hang happened, for the failure message
+
+    def watch() -> tuple[Any, Any, str]:
+        connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
+        channel = connection.channel()
+        queue = channel.queue_declare("", exclusive=True).method.queue
+        channel.queue_bind(queue, exchange, routing_key=chan)
+        return connection, channel, queue
+
     async def scenario() -> tuple[int, list[bytes]]:
         broker = RabbitMQBroker(settings)
         healthy = asyncio.Event()
         await broker.start(lambda event: None, lambda up: healthy.set() if up else None)
         await asyncio.wait_for(healthy.wait(), 20)
+        steps.append("connected")
         link = broker._link
         assert link is not None
         real_publish = link.publish
@@ -386,27 +396,31 @@ def test_event_stored_but_not_sent_goes_out_after_the_reconnect(
             raise ConnectionError("link lost in the middle of the send")
 
         link.publish = failing  # type: ignore[method-assign]
-        published = await broker.publish(Envelope(chan, "t", b"1", False, None))
+        published = await asyncio.wait_for(
+            broker.publish(Envelope(chan, "t", b"1", False, None)), 10
+        )
+        steps.append("stored")
         assert broker._unsent, "the stored event must wait for the link"
         link.publish = real_publish  # type: ignore[method-assign]
-        # watch the exchange, then let the broker go through a reconnect
-        connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
-        channel = connection.channel()
-        queue = channel.queue_declare("", exclusive=True).method.queue
-        channel.queue_bind(queue, exchange, routing_key=chan)
+        # watch the exchange (in a thread: pika's client blocks), then a reconnect
+        connection, channel, queue = await asyncio.to_thread(watch)
+        steps.append("watching")
         healthy.clear()
         link._lose("closed by the test")
         await asyncio.wait_for(healthy.wait(), 30)
+        steps.append("reconnected")
         got: list[bytes] = []
         for _ in range(100):
-            method, _, body = channel.basic_get(queue, auto_ack=True)
+            method, _, body = await asyncio.to_thread(channel.basic_get, queue, True)
             if method is not None:
                 got.append(body)
                 break
             await asyncio.sleep(0.1)
-        connection.close()
-        await broker.close()
+        steps.append("read")
+        await asyncio.to_thread(connection.close)
+        await asyncio.wait_for(broker.close(), 10)
         return published.offset, got
 
-    offset, got = asyncio.run(scenario())
+    offset, got = asyncio.run(asyncio.wait_for(scenario(), 75))
+    assert steps[-1] == "read", steps
     assert offset == 1 and len(got) == 1 and b'"offset":1' in got[0], got

@@ -70,6 +70,8 @@ def test_loadtest_against_a_server(server_factory: Any, tmp_path: Path) -> None:
         "2",
         "--grace",
         "2",
+        "--ramp-timeout",
+        "2",
         "--json",
         str(out),
     ]
