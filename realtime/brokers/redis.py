@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import re
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -24,7 +22,7 @@ from redis.exceptions import RedisClusterException, RedisError
 from realtime.brokers import redis_layout, redis_urls
 from realtime.brokers.base import EventCallback, HealthCallback, Snapshot
 from realtime.brokers.link import LinkHealth
-from realtime.brokers.redis_pubsub import Address, PubSubLink, fixed
+from realtime.brokers.redis_pubsub import Address, PubSubLink, fixed, subscriber_name
 from realtime.envelope import Envelope, Event, Published
 from realtime.errors import BrokerUnavailable
 
@@ -221,7 +219,7 @@ class RedisBroker:
     @property
     def connection_name(self) -> str:
         """The CLIENT SETNAME of the pub/sub connection: realtime-sub:<prefix><pid>."""
-        return re.sub(r"[^A-Za-z0-9:_.\-]", "_", f"realtime-sub:{self._prefix}{os.getpid()}")
+        return subscriber_name(self._prefix)
 
     @property
     def reconnects(self) -> int:

@@ -19,8 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import re
 from typing import Any
 
 from redis.asyncio.cluster import ClusterNode, RedisCluster
@@ -31,7 +29,13 @@ from realtime.brokers import redis_layout, redis_urls
 from realtime.brokers.base import EventCallback, HealthCallback, Snapshot
 from realtime.brokers.link import LinkHealth
 from realtime.brokers.redis import RedisStore, store_client
-from realtime.brokers.redis_pubsub import Address, PubSubConnection, PubSubLink, fixed
+from realtime.brokers.redis_pubsub import (
+    Address,
+    PubSubConnection,
+    PubSubLink,
+    fixed,
+    subscriber_name,
+)
 from realtime.brokers.redis_urls import RedisTarget
 from realtime.envelope import Envelope, Event, Published
 from realtime.errors import BrokerUnavailable
@@ -140,7 +144,7 @@ class RedisClusterBroker:
     @property
     def connection_name(self) -> str:
         """Prefix of the CLIENT SETNAME of the shard links: realtime-sub:<prefix><pid>."""
-        return re.sub(r"[^A-Za-z0-9:_.\-]", "_", f"realtime-sub:{self._prefix}{os.getpid()}")
+        return subscriber_name(self._prefix)
 
     def assignment(self) -> dict[str, Address | None]:
         """Which primary's link carries each channel (None: not assigned yet)."""

@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import re
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -309,6 +311,14 @@ class PubSubLink:
         elif conn is not None:
             self._unsubscribes[channel] = self._unsubscribes.get(channel, 0) + 1
             conn.send(self._verbs[1], self.key(channel))
+
+
+def subscriber_name(prefix: str) -> str:
+    """The CLIENT SETNAME of a node's pub/sub links: realtime-sub:<prefix><pid>.
+
+    An operator (or a fault test) finds and kills just these connections by it.
+    """
+    return re.sub(r"[^A-Za-z0-9:_.\-]", "_", f"realtime-sub:{prefix}{os.getpid()}")
 
 
 def fixed(address: Address) -> Callable[[], Awaitable[Address]]:
