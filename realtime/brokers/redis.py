@@ -161,7 +161,58 @@ class RedisStore:
         return Snapshot(epoch=reply[0].decode(), offset=int(reply[1]), state=state, history=[])
 
 
-class RedisBroker:
+class RedisStoreBroker:
+    """What the Redis brokers share: ``RedisStore`` for publish and reads, link health,
+    the pub/sub connection name, and handing events to the node.
+
+    Subclasses set ``_prefix``, ``_store`` and ``_health`` and implement the transport
+    (subscribe, unsubscribe, start, close).
+    """
+
+    _prefix: str
+    _store: RedisStore
+    _health: LinkHealth
+    _on_event: EventCallback | None = None
+
+    @property
+    def healthy(self) -> bool:
+        """True while the pub/sub transport is up."""
+        return self._health.healthy
+
+    @property
+    def status(self) -> str:
+        """ "connected" or why not."""
+        return self._health.status
+
+    @property
+    def reconnects(self) -> int:
+        """How many times the transport became healthy again after an outage."""
+        return self._health.reconnects
+
+    @property
+    def connection_name(self) -> str:
+        """The CLIENT SETNAME of the pub/sub connections: realtime-sub:<prefix><pid>."""
+        return subscriber_name(self._prefix)
+
+    def _deliver(self, event: Event) -> None:
+        if self._on_event is not None:
+            self._on_event(event)
+
+    async def publish(self, envelope: Envelope) -> Published:
+        """Store and publish in one atomic script (on the channel's shard in a cluster)."""
+        published, _ = await self._store.publish(envelope)
+        return published
+
+    async def snapshot(self, channel: str, history: int) -> Snapshot:
+        """Read the channel's store."""
+        return await self._store.snapshot(channel, history)
+
+    async def renew_epoch(self, channel: str, epoch: str) -> Snapshot:
+        """Give the channel a new epoch if it still has ``epoch``."""
+        return await self._store.renew_epoch(channel, epoch)
+
+
+class RedisBroker(RedisStoreBroker):
     """Redis pub/sub transport plus ``RedisStore``; reconnects with back-off.
 
     Serves ``redis://`` and ``redis+sentinel://`` (the link asks the sentinels for the
@@ -207,26 +258,6 @@ class RedisBroker:
         )
 
     @property
-    def healthy(self) -> bool:
-        """True while the pub/sub connection is up."""
-        return self._health.healthy
-
-    @property
-    def status(self) -> str:
-        """ "connected" or why not."""
-        return self._health.status
-
-    @property
-    def connection_name(self) -> str:
-        """The CLIENT SETNAME of the pub/sub connection: realtime-sub:<prefix><pid>."""
-        return subscriber_name(self._prefix)
-
-    @property
-    def reconnects(self) -> int:
-        """How many times the pub/sub connection was re-established."""
-        return self._health.reconnects
-
-    @property
     def address(self) -> Address | None:
         """The server the pub/sub connection went to last (the primary, with Sentinel)."""
         return self._link.address
@@ -236,10 +267,6 @@ class RedisBroker:
         self._on_event = on_event
         self._health.bind(on_health)
         self._link.start()
-
-    def _deliver(self, event: Event) -> None:
-        if self._on_event is not None:
-            self._on_event(event)
 
     async def subscribe(self, channel: str) -> None:
         """Subscribe and wait until Redis confirms, so no later publish is missed.
@@ -252,19 +279,6 @@ class RedisBroker:
     async def unsubscribe(self, channel: str) -> None:
         """Unsubscribe (idempotent)."""
         self._link.unsubscribe(channel)
-
-    async def publish(self, envelope: Envelope) -> Published:
-        """Store and publish in one atomic script."""
-        published, _ = await self._store.publish(envelope)
-        return published
-
-    async def snapshot(self, channel: str, history: int) -> Snapshot:
-        """Read the channel's store."""
-        return await self._store.snapshot(channel, history)
-
-    async def renew_epoch(self, channel: str, epoch: str) -> Snapshot:
-        """Give the channel a new epoch if it still has ``epoch``."""
-        return await self._store.renew_epoch(channel, epoch)
 
     async def close(self) -> None:
         """Stop the listener and close connections."""

@@ -26,18 +26,16 @@ from redis.crc import key_slot
 from redis.exceptions import RedisError
 
 from realtime.brokers import redis_layout, redis_urls
-from realtime.brokers.base import EventCallback, HealthCallback, Snapshot
+from realtime.brokers.base import EventCallback, HealthCallback
 from realtime.brokers.link import LinkHealth
-from realtime.brokers.redis import RedisStore, store_client
+from realtime.brokers.redis import RedisStore, RedisStoreBroker, store_client
 from realtime.brokers.redis_pubsub import (
     Address,
     PubSubConnection,
     PubSubLink,
     fixed,
-    subscriber_name,
 )
 from realtime.brokers.redis_urls import RedisTarget
-from realtime.envelope import Envelope, Event, Published
 from realtime.errors import BrokerUnavailable
 
 logger = logging.getLogger(__name__)
@@ -92,7 +90,7 @@ async def read_slot_map(
     raise BrokerUnavailable("redis cluster: no node answered: " + "; ".join(errors[-3:]))
 
 
-class RedisClusterBroker:
+class RedisClusterBroker(RedisStoreBroker):
     """Sharded pub/sub links per primary plus ``RedisStore`` on a cluster client."""
 
     REFRESH_INTERVAL = 5.0
@@ -125,26 +123,6 @@ class RedisClusterBroker:
         self.moves = 0
 
     # -- status ---------------------------------------------------------------------
-
-    @property
-    def healthy(self) -> bool:
-        """True while the slot map is known and every needed shard link is up."""
-        return self._health.healthy
-
-    @property
-    def status(self) -> str:
-        """ "connected" or why not."""
-        return self._health.status
-
-    @property
-    def reconnects(self) -> int:
-        """How many times the broker became healthy again after an outage."""
-        return self._health.reconnects
-
-    @property
-    def connection_name(self) -> str:
-        """Prefix of the CLIENT SETNAME of the shard links: realtime-sub:<prefix><pid>."""
-        return subscriber_name(self._prefix)
 
     def assignment(self) -> dict[str, Address | None]:
         """Which primary's link carries each channel (None: not assigned yet)."""
@@ -276,10 +254,6 @@ class RedisClusterBroker:
         logger.info("redis cluster: %s; re-reading the slot map", why)
         self._refresh.set()
 
-    def _deliver(self, event: Event) -> None:
-        if self._on_event is not None:
-            self._on_event(event)
-
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
@@ -309,16 +283,3 @@ class RedisClusterBroker:
             if not link.channels and owner is not None:
                 del self._links[owner]
                 await link.close()
-
-    async def publish(self, envelope: Envelope) -> Published:
-        """Run the publish script (ending with SPUBLISH) on the channel's shard."""
-        published, _ = await self._store.publish(envelope)
-        return published
-
-    async def snapshot(self, channel: str, history: int) -> Snapshot:
-        """Read the channel's store on its shard."""
-        return await self._store.snapshot(channel, history)
-
-    async def renew_epoch(self, channel: str, epoch: str) -> Snapshot:
-        """Give the channel a new epoch on its shard if it still has ``epoch``."""
-        return await self._store.renew_epoch(channel, epoch)

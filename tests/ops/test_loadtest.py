@@ -39,43 +39,27 @@ def test_loss_duplicates_and_resyncs_are_told_apart() -> None:
     assert (stats.deliveries, stats.lost, stats.disconnects, conn.offset) == (5, 2, 1, 12)
 
 
+def _loadtest(
+    server: Any, out: Path, channel: str, *extra: str
+) -> subprocess.CompletedProcess[str]:
+    """Run ``realtime loadtest`` with 200 connections from 2 processes against ``server``."""
+    command = [
+        *(sys.executable, "-m", "realtime", "loadtest", "--url", server.ws_url),
+        *("--connections", "200", "--channel", channel, "--processes", "2"),
+        *("--publish-url", server.url + "/api/publish", "--api-key", TEST_API_KEY),
+        *("--duration", "3", "--grace", "2", "--json", str(out), *extra),
+    ]
+    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
+
+
 def test_loadtest_against_a_server(server_factory: Any, tmp_path: Path) -> None:
     """Two client processes, 200 connections, 3 events/s: every copy, a summary, exit 0."""
     server = server_factory()
     out = tmp_path / "summary.json"
-    command = [
-        sys.executable,
-        "-m",
-        "realtime",
-        "loadtest",
-        "--url",
-        server.ws_url,
-        "--connections",
-        "200",
-        "--channel",
-        "user:alice",
-        "--secret",
-        TEST_SECRET,
-        "--publish-url",
-        server.url + "/api/publish",
-        "--api-key",
-        TEST_API_KEY,
-        "--rate",
-        "3",
-        "--size",
-        "300",
-        "--duration",
-        "3",
-        "--processes",
-        "2",
-        "--grace",
-        "2",
-        "--ramp-timeout",
-        "2",
-        "--json",
-        str(out),
-    ]
-    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    done = _loadtest(
+        server, out, "user:alice", "--secret", TEST_SECRET, "--rate", "3", "--size", "300",
+        "--ramp-timeout", "2",
+    )  # fmt: skip
     assert done.returncode == 1, done.stdout + done.stderr
     summary = json.loads(out.read_text())
     assert "200 connections not subscribed" in done.stdout
@@ -88,33 +72,7 @@ def test_loadtest_counts_every_delivery(server_factory: Any, tmp_path: Path) -> 
     """Public channel: deliveries = connections x published, no loss, PASS and exit 0."""
     server = server_factory()
     out = tmp_path / "summary.json"
-    command = [
-        sys.executable,
-        "-m",
-        "realtime",
-        "loadtest",
-        "--url",
-        server.ws_url,
-        "--connections",
-        "200",
-        "--channel",
-        "contest:load",
-        "--publish-url",
-        server.url + "/api/publish",
-        "--api-key",
-        TEST_API_KEY,
-        "--rate",
-        "4",
-        "--duration",
-        "3",
-        "--processes",
-        "2",
-        "--grace",
-        "2",
-        "--json",
-        str(out),
-    ]
-    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    done = _loadtest(server, out, "contest:load", "--rate", "4")
     assert done.returncode == 0, done.stdout + done.stderr
     summary = json.loads(out.read_text())
     assert summary["published"] >= 10 and summary["publish_failures"] == 0, summary
