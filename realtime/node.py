@@ -23,7 +23,7 @@ from typing import Any
 import orjson
 
 from realtime import messages
-from realtime.brokers.base import Broker, Snapshot
+from realtime.brokers.base import EMPTY_EPOCH, Broker, Snapshot
 from realtime.config import Settings
 from realtime.envelope import Envelope, Event, Published
 from realtime.errors import BrokerUnavailable
@@ -208,7 +208,13 @@ class Node:
                 return False
             return True
         if track.offset == 0 and not track.moved:
-            return True  # nothing delivered yet: any epoch continues from here
+            # nothing delivered yet: the reply may continue in any epoch. But a store ahead
+            # of us means this node missed the channel's first events (or they are on the
+            # way): catch up now, or a later epoch would look like this channel's first
+            # one while the new subscriber is already past it
+            if snap.offset > 0 and snap.epoch != EMPTY_EPOCH:
+                self._start_recover(channel, track)
+            return True
         self._start_recover(channel, track)
         return False
 
