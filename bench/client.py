@@ -37,9 +37,29 @@ class ClientConfig:
     count: int  # connections held by this process
     first_index: int  # global index of its first connection (spreads source addresses)
     socketio: bool = False
-    source_ips: int = 1  # >1: bind connections to 127.0.0.2 .. 127.0.0.(1+n)
+    source_ips: int = 1  # >1: bind connections to n addresses from 127.0.0.2 on (127.0.0.0/8)
     connect_concurrency: int = 200
     connect_timeout: float = 60.0
+    # a private channel per connection: ``channel`` holds "{i}" (the connection's index),
+    # and each connection authenticates with a token minted for user "<i>" with this secret
+    secret: str | None = None
+
+
+def source_address(index: int, count: int) -> str:
+    """The loopback address connection ``index`` binds to, one of ``count`` in 127.0.0.0/8.
+
+    Each source address has its own ~28,000 ephemeral ports, so 100,000 connections to one
+    server port need at least four; spreading wider also keeps per-IP limits realistic.
+    """
+    x = 2 + index % count
+    return f"127.{x >> 16 & 255}.{x >> 8 & 255}.{x & 255}"
+
+
+def connection_token(secret: str, index: int) -> str:
+    """A token for user ``str(index)`` (``user:<index>`` is then its own private channel)."""
+    import jwt
+
+    return jwt.encode({"sub": str(index), "exp": int(time.time()) + 86_400}, secret, "HS256")
 
 
 class RoundState:
@@ -230,11 +250,15 @@ class Worker:
         async def one(index: int) -> None:
             kwargs: dict[str, Any] = {}
             if cfg.source_ips > 1:
-                kwargs["local_addr"] = (f"127.0.0.{2 + index % cfg.source_ips}", 0)
+                kwargs["local_addr"] = (source_address(index, cfg.source_ips), 0)
+            channel, token = cfg.channel, cfg.token
+            if cfg.secret is not None:
+                channel = channel.format(i=index)
+                token = connection_token(cfg.secret, index)
             async with gate:
                 try:
                     _, listener = await ws_connect(
-                        lambda: cls(self.state, cfg.channel, cfg.token),
+                        lambda: cls(self.state, channel, token),
                         cfg.url,
                         websocket_handshake_timeout=30,
                         **kwargs,

@@ -45,11 +45,22 @@ class LoadConfig:
     connect_concurrency: int = 200  # handshakes in flight per client process
     target: str = "server"
     server_pids: list[int] = field(default_factory=list)  # roots; descendants are added
+    secret: str | None = None  # a private channel per connection (see ClientConfig)
 
 
-def raise_fd_limit() -> int:
-    """Raise this process's open-file limit to its hard limit; return the new soft limit."""
+def raise_fd_limit(at_least: int = 0) -> int:
+    """Raise this process's open-file limit to its hard limit; return the new soft limit.
+
+    With ``at_least`` above the hard limit, raise the hard limit too (root only; children
+    such as a server started afterwards inherit it).
+    """
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if at_least > hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (at_least, at_least))
+            return at_least
+        except (ValueError, OSError):
+            pass  # not root: the hard limit stands
     if soft < hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     return hard
@@ -111,6 +122,7 @@ class LoadGenerator:
                 source_ips=cfg.source_ips,
                 connect_timeout=cfg.connect_timeout,
                 connect_concurrency=cfg.connect_concurrency,
+                secret=cfg.secret,
             )
             first += count
             parent_end, child_end = ctx.Pipe()

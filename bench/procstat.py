@@ -76,6 +76,25 @@ def sample(pids: list[int]) -> Sample:
     return Sample(cpu_ns=cpu, tick_ns=ticks, rss_bytes=rss)
 
 
+def pss_bytes(pids: list[int]) -> int:
+    """Sum the proportional set size of ``pids``: pages shared by forked workers count once.
+
+    RSS summed over a supervisor and the workers it forked counts every shared page (the
+    interpreter, imported modules) once per process; PSS splits each page among its sharers.
+    """
+    total = 0
+    for pid in pids:
+        try:
+            text = Path(f"/proc/{pid}/smaps_rollup").read_text()
+        except OSError:
+            continue
+        for line in text.splitlines():
+            if line.startswith("Pss:"):
+                total += int(line.split()[1]) * 1024
+                break
+    return total
+
+
 def listening_pid(port: int) -> int | None:
     """Find the process that listens on a TCP port (via /proc/net/tcp{,6} socket inodes)."""
     inodes: set[str] = set()

@@ -19,6 +19,7 @@ from realtime.app import make_app
 from realtime.brokers import create_broker
 from realtime.config import Settings
 from realtime.context import ServerContext
+from realtime.fdlimit import raise_open_files
 from realtime.heartbeat import HeartbeatWheel
 from realtime.metrics import Metrics
 from realtime.node import Node
@@ -147,6 +148,7 @@ def _install_loop() -> None:
 
 def serve(settings: Settings) -> int:
     """Run the server in this process, or a supervisor of ``settings.workers`` processes."""
+    raise_open_files(settings.max_connections, settings.workers)
     if settings.workers > 1:
         from realtime.workers import supervise
 

@@ -10,12 +10,17 @@ Run: ``python -m bench.peers.floor --port 8891 --prefix bench-x:``
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import base64
+import contextlib
 import hashlib
 import json
 import logging
+import os
 import re
+import signal
+import socket
 import struct
 from typing import cast
 
@@ -151,23 +156,55 @@ async def listen_redis(server: FloorServer, url: str, prefix: str) -> None:
             server.deliver(channel, event_json)
 
 
-async def serve(host: str, port: int, redis_url: str, prefix: str) -> None:
+async def serve(sock: socket.socket, redis_url: str, prefix: str) -> None:
     server = FloorServer()
     loop = asyncio.get_running_loop()
-    await loop.create_server(lambda: FloorProtocol(server), host, port, backlog=4096)
+    await loop.create_server(lambda: FloorProtocol(server), sock=sock, backlog=4096)
     await listen_redis(server, redis_url, prefix)
+
+
+def run_worker(sock: socket.socket, args: argparse.Namespace) -> None:
+    if not args.no_uvloop:
+        import uvloop
+
+        uvloop.install()
+    asyncio.run(serve(sock, args.redis_url, args.prefix))
 
 
 def main() -> None:
     parser = peer_parser("The floor: one pre-built frame written to N raw sockets per event.")
     parser.add_argument("--no-uvloop", action="store_true")
+    parser.add_argument(
+        "--workers", type=int, default=1, help="forked processes accepting on one socket"
+    )
     args = parser.parse_args()
     raise_fd_limit()
-    if not args.no_uvloop:
-        import uvloop
+    sock = socket.create_server((args.host, args.port), backlog=4096)
+    sock.setblocking(False)
+    if args.workers <= 1:
+        run_worker(sock, args)
+        return
+    # like `realtime serve --workers N`: one bound socket, forked processes accepting on it
+    # (the open-file limit is per process, so more than ~20,000 connections need several)
+    children = []
+    for _ in range(args.workers):
+        pid = os.fork()
+        if pid == 0:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            run_worker(sock, args)
+            os._exit(0)
+        children.append(pid)
 
-        uvloop.install()
-    asyncio.run(serve(args.host, args.port, args.redis_url, args.prefix))
+    def stop(signum: int, frame: object) -> None:
+        for child in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child, signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    for child in children:
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(child, 0)
 
 
 if __name__ == "__main__":
