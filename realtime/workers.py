@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import gc
 import logging
 import os
 import random
@@ -70,6 +71,21 @@ def describe_exit(status: int) -> str:
     return f"exit code {code}"
 
 
+def _share_before_fork(settings: Settings) -> None:
+    """Load what every worker needs once, in the parent, and keep its pages shared.
+
+    Modules imported before the fork are shared copy-on-write by all workers instead of
+    loaded N times; ``gc.freeze`` moves them out of the collector's reach, whose passes
+    would otherwise write to (and so copy) every page holding an object header.
+    """
+    import realtime.server  # noqa: F401 - imported for its side effect: loaded once
+    from realtime.brokers import preload_broker
+
+    preload_broker(settings)
+    gc.collect()
+    gc.freeze()
+
+
 class Supervisor:
     """Fork, watch and stop the workers of one ``realtime serve --workers N``."""
 
@@ -87,6 +103,7 @@ class Supervisor:
     def run(self) -> int:
         """Run until SIGTERM/SIGINT and the workers are gone; return the exit code (0)."""
         self._mask = signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
+        _share_before_fork(self.settings)
         try:
             for index in range(self.settings.workers):
                 self._spawn(index)

@@ -2,8 +2,28 @@
 
 from __future__ import annotations
 
+import importlib
+
 from realtime.brokers.base import Broker
 from realtime.config import Settings
+
+BROKER_MODULES = {
+    "memory": "realtime.brokers.memory",
+    "redis+cluster": "realtime.brokers.redis_cluster",
+    "rediss+cluster": "realtime.brokers.redis_cluster",
+    "redis": "realtime.brokers.redis",
+    "rediss": "realtime.brokers.redis",
+    "redis+sentinel": "realtime.brokers.redis",
+    "amqp": "realtime.brokers.rabbitmq",
+    "amqps": "realtime.brokers.rabbitmq",
+}
+
+
+def preload_broker(settings: Settings) -> None:
+    """Import the broker's module (and its client library) now, before workers fork."""
+    module = BROKER_MODULES.get(settings.broker_url.split("://", 1)[0])
+    if module is not None:
+        importlib.import_module(module)
 
 
 def create_broker(settings: Settings) -> Broker:
