@@ -9,6 +9,7 @@ flow; a live channel's slot resharded to another primary while events flow.
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from typing import Any
 
@@ -111,6 +112,13 @@ def test_two_nodes_every_shard_bridge_and_http(
     subs = shard_subscriptions(redis_cluster, cprefix)
     for port, names in shards.items():
         assert subs[port] == {n: 2 for n in names}, (port, subs[port])  # two nodes, own only
+    # what realtime_check compares: the kind and the prefix of the store
+    info = json.loads(servers[0].get("/api/info")[1])
+    assert (info["broker"], info["store"], info["redis_prefix"]) == (
+        "redis+cluster",
+        "redis+cluster",
+        cprefix,
+    )
 
 
 def _restart_dead(cluster: RedisCluster3x2) -> None:

@@ -82,3 +82,26 @@ def test_bridge_check_names_the_problem() -> None:
     errors = _redis_url_errors("BROKER_URL", "redis+sentinel://:pw@a:1", "E002")
     assert [e.id for e in errors] == ["django_bridge.E002"]
     assert "needs the service name" in errors[0].msg and "pw" not in errors[0].msg
+
+
+def test_realtime_check_compares_cluster_and_sentinel_prefixes() -> None:
+    """realtime_check (django_bridge.probe) reads /api/info of a cluster or Sentinel server:
+    the same kind and prefix agree; another prefix, or one Redis against a cluster, is named."""
+    from django_bridge import conf
+    from django_bridge.probe import broker_mismatch, history_mismatch
+
+    def site(url: str) -> conf.BridgeSettings:
+        return conf._parse({**conf.DEFAULTS, "BROKER_URL": url, "PREFIX": "rt:"})
+
+    history = {"size": 100, "ttl": 600, "meta_ttl": 86400}
+    for url, kind in (
+        ("rediss+cluster://a:7000,b:7001", "redis+cluster"),
+        ("redis+sentinel://s:26379/m/0", "redis+sentinel"),
+    ):
+        info = {"broker": kind, "store": kind, "redis_prefix": "rt:", "history": history}
+        assert broker_mismatch(site(url), info) is None
+        other = broker_mismatch(site(url), {**info, "redis_prefix": "x:"})
+        assert "REALTIME['PREFIX'] is 'rt:'" in str(other)
+        assert "HISTORY_SIZE" in str(history_mismatch(site(url), {**info, "history": {}}))
+    single = {"broker": "redis", "store": "redis", "redis_prefix": "rt:"}
+    assert "listens on redis but" in str(broker_mismatch(site("redis+cluster://a:1"), single))
