@@ -121,6 +121,10 @@ async def wait_healthy(servers: list[ServerProcess], limit: float = 45.0) -> Non
 StoreRead = Callable[[str], tuple[str | None, list[dict[str, Any]]]]
 
 
+def _fixed(urls: list[str]) -> Callable[[], list[str]]:
+    return lambda: urls
+
+
 class Watchers:
     """Protocol clients (``tests.chaos.client``) recording checker histories, one task each.
 
@@ -132,7 +136,7 @@ class Watchers:
         self.clients = [
             ChaosClient(
                 f"c{i}-{j}",
-                (lambda url=server.ws_url: [url]),
+                _fixed([server.ws_url]),
                 random.Random(i * 100 + j),
                 [],
                 list(channels),

@@ -91,7 +91,7 @@ def test_a_contest_recorded_and_read_back(kind: str, request: pytest.FixtureRequ
     if isinstance(setup, RedisCluster3x2):
         # one slot, one shard: every key of the contest is on the slot's owner
         owner = setup.proc(setup.owner_port(key_slot(f"{prefix}{{c1}}:meta".encode())))
-        keys = owner.client().keys(f"{prefix}*")
+        keys: list[bytes] = owner.client().keys(f"{prefix}*")  # type: ignore[assignment]
         assert len(keys) >= 8 and {key_slot(k) for k in keys} == {
             key_slot(f"{prefix}{{c1}}:meta".encode())
         }
