@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from django.apps import AppConfig
 from django.core import checks
@@ -27,6 +27,57 @@ def _redis_url_errors(key: str, url: str, id_: str) -> list[checks.CheckMessage]
     except redis_urls.RedisURLError as exc:
         return [_error(f"REALTIME['{key}'] {redis_urls.safe(url)!r}: {exc}.", id_)]
     return []
+
+
+def _split(url: str) -> SplitResult | None:
+    """``urlsplit`` with a checked port; None when the URL cannot be read."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError:
+        return None
+    return parts
+
+
+def broker_url_errors(raw: Mapping[str, Any]) -> list[checks.CheckMessage]:
+    """One error per bad ``BROKER_URL`` or ``REDIS_URL`` (E002, E003, E005), each one line
+    that names the problem without echoing credentials."""
+    errors: list[checks.CheckMessage] = []
+    broker = raw.get("BROKER_URL")
+    parts = _split(broker) if isinstance(broker, str) else None
+    if isinstance(broker, str) and redis_urls.is_redis_url(broker):
+        errors.extend(_redis_url_errors("BROKER_URL", broker, "E002"))
+    elif parts is None or parts.scheme not in BROKER_SCHEMES or not parts.hostname:
+        shown = redis_urls.safe(broker) if isinstance(broker, str) else broker
+        errors.append(
+            _error(
+                f"REALTIME['BROKER_URL'] is not a valid broker URL: {shown!r}.",
+                "E002",
+                "Use redis://host:6379/0 (or redis+cluster://, redis+sentinel://), "
+                "amqp://user:pass@host:5672/%2F or http://host:8888.",
+            )
+        )
+    elif parts.scheme in ("http", "https") and not raw.get("API_KEY"):
+        errors.append(
+            _error(
+                "REALTIME['API_KEY'] is required with an http(s):// BROKER_URL.",
+                "E003",
+                "Set it to the realtime server's REALTIME_API_KEY.",
+            )
+        )
+    redis_url = raw.get("REDIS_URL")
+    if isinstance(redis_url, str) and redis_urls.is_redis_url(redis_url):
+        errors.extend(_redis_url_errors("REDIS_URL", redis_url, "E005"))
+    elif redis_url is not None:
+        shown = redis_urls.safe(redis_url) if isinstance(redis_url, str) else redis_url
+        errors.append(
+            _error(
+                f"REALTIME['REDIS_URL'] is not a Redis URL (redis://, rediss://, "
+                f"redis+cluster://, rediss+cluster://, redis+sentinel://): {shown!r}.",
+                "E005",
+            )
+        )
+    return errors
 
 
 def _positive_int(raw: dict[str, Any], key: str, minimum: int) -> list[checks.CheckMessage]:
@@ -87,26 +138,7 @@ def check_realtime_settings(
                 "Use the realtime server's REALTIME_SECRET (at least 32 characters, RFC 7518 3.2).",
             )
         )
-    broker = raw["BROKER_URL"]
-    parts = urlsplit(broker) if isinstance(broker, str) else None
-    if isinstance(broker, str) and redis_urls.is_redis_url(broker):
-        errors.extend(_redis_url_errors("BROKER_URL", broker, "E002"))
-    elif parts is None or parts.scheme not in BROKER_SCHEMES or not parts.hostname:
-        errors.append(
-            _error(
-                f"REALTIME['BROKER_URL'] is not a valid broker URL: {broker!r}.",
-                "E002",
-                "Use redis://host:6379/0, amqp://user:pass@host:5672/%2F or http://host:8888.",
-            )
-        )
-    elif parts.scheme in ("http", "https") and not raw["API_KEY"]:
-        errors.append(
-            _error(
-                "REALTIME['API_KEY'] is required with an http(s):// BROKER_URL.",
-                "E003",
-                "Set it to the realtime server's REALTIME_API_KEY.",
-            )
-        )
+    errors.extend(broker_url_errors(raw))
     url = raw["URL"]
     url_parts = urlsplit(url) if isinstance(url, str) else None
     if url_parts is None or url_parts.scheme not in ("ws", "wss") or not url_parts.hostname:
@@ -116,15 +148,6 @@ def check_realtime_settings(
                 f"got {url!r}.",
                 "E004",
             )
-        )
-    redis_url = raw["REDIS_URL"]
-    if isinstance(redis_url, str) and redis_urls.is_redis_url(redis_url):
-        errors.extend(_redis_url_errors("REDIS_URL", redis_url, "E005"))
-    elif redis_url is not None and (
-        not isinstance(redis_url, str) or urlsplit(redis_url).scheme not in ("redis", "rediss")
-    ):
-        errors.append(
-            _error(f"REALTIME['REDIS_URL'] is not a redis:// URL: {redis_url!r}.", "E005")
         )
     for key, minimum in (
         ("HISTORY_SIZE", 0),

@@ -32,6 +32,7 @@ import orjson
 import redis
 
 from django_bridge import leaderboard_scripts as scripts
+from django_bridge import redis_client
 
 logger = logging.getLogger(__name__)
 
@@ -424,17 +425,27 @@ class Leaderboard:
         from django_bridge.conf import raw_settings
 
         raw = raw_settings()
-        url = raw.get("LEADERBOARD_REDIS_URL") or raw.get("REDIS_URL")
-        broker = str(raw.get("BROKER_URL") or "")
-        if not url and broker.startswith(("redis://", "rediss://")):
-            url = broker
+        url = redis_client.standings_url(raw)
         if not url:
             raise ImproperlyConfigured(
                 "REALTIME['LEADERBOARD_REDIS_URL'] (or REDIS_URL / a redis BROKER_URL) "
                 "is required for leaderboards"
             )
         prefix = str(raw.get("LEADERBOARD_PREFIX") or scripts.DEFAULT_PREFIX)
-        return cls(redis.Redis.from_url(str(url)), prefix=prefix)
+        return cls.from_url(url, prefix=prefix)
+
+    @classmethod
+    def from_url(
+        cls, url: str, *, prefix: str = scripts.DEFAULT_PREFIX, publish: PublishFn | None = None
+    ) -> Leaderboard:
+        """Build on ``url``: one Redis, ``redis+sentinel://`` or ``redis+cluster://`` (every
+        key of a contest shares one hash slot, so each script runs on one shard).
+
+        Raises:
+            RedisURLError: the URL is not valid (one line).
+        """
+        client = redis_client.connect(url, redis_client.STANDINGS_TIMEOUT)
+        return cls(client, prefix=prefix, publish=publish)
 
     # -- writing
 

@@ -51,11 +51,19 @@ class ProbeReport:
     warnings: list[str] = field(default_factory=list)
 
 
+# the Redis broker kinds /api/info names (one Redis, a cluster, sentinels): they keep the
+# store in the broker under REALTIME_REDIS_PREFIX
+REDIS_KINDS = ("redis", "redis+cluster", "redis+sentinel")
+
+
 def site_transport(settings: BridgeSettings) -> str:
     """Name the site's transport as the server's /api/info names brokers."""
-    return {"rediss": "redis", "amqps": "amqp", "https": "http"}.get(
-        settings.scheme, settings.scheme
-    )
+    return {
+        "rediss": "redis",
+        "rediss+cluster": "redis+cluster",
+        "amqps": "amqp",
+        "https": "http",
+    }.get(settings.scheme, settings.scheme)
 
 
 def broker_mismatch(settings: BridgeSettings, info: dict[str, Any]) -> str | None:
@@ -79,7 +87,7 @@ def broker_mismatch(settings: BridgeSettings, info: dict[str, Any]) -> str | Non
             f"the server listens on {broker} but REALTIME['BROKER_URL'] sends to {site}: "
             f"use the server's REALTIME_BROKER_URL"
         )
-    if broker == "redis" and info.get("redis_prefix") not in (None, settings.prefix):
+    if broker in REDIS_KINDS and info.get("redis_prefix") not in (None, settings.prefix):
         return (
             f"REALTIME['PREFIX'] is {settings.prefix!r} but the server's REALTIME_REDIS_PREFIX "
             f"is {info.get('redis_prefix')!r}: they must be equal"
@@ -107,7 +115,7 @@ def broker_mismatch(settings: BridgeSettings, info: dict[str, Any]) -> str | Non
 
 def history_mismatch(settings: BridgeSettings, info: dict[str, Any]) -> str | None:
     """Return a warning when the site's history settings differ from the server's."""
-    stores = site_transport(settings) == "redis" or settings.redis_url
+    stores = site_transport(settings) in REDIS_KINDS or settings.redis_url
     history = info.get("history")
     if not stores or not isinstance(history, dict):
         return None

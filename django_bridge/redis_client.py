@@ -1,6 +1,7 @@
 """The bridge's Redis clients, for each URL form: one Redis, Sentinel, Redis Cluster.
 
-``connect(url, timeout)`` returns a synchronous redis-py client; ``script(client, text)``
+``connect(url, timeout)`` returns a synchronous redis-py client (also for the standings and
+the followed contests: ``standings_url`` picks their URL); ``script(client, text)``
 a callable with the ``Script`` signature (``keys=, args=, client=pipe``) that also works in
 a cluster pipeline; ``publish_script(url)`` the publish script text for the URL (SPUBLISH
 for a cluster). ``TRANSIENT`` lists the errors a retry may fix (failover, resharding).
@@ -8,7 +9,7 @@ for a cluster). ``TRANSIENT`` lists the errors a retry may fix (failover, reshar
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import redis
@@ -82,6 +83,21 @@ def connect(url: str, timeout: float) -> Any:
             target.service, socket_timeout=timeout, socket_connect_timeout=timeout
         )
     return redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+
+
+# the standings store's calls (a verdict's record script, a page of rows): a failover or a
+# slot move may hold one for a few seconds, a dead link must not hang a request forever
+STANDINGS_TIMEOUT = 5.0
+
+
+def standings_url(raw: Mapping[str, Any]) -> str | None:
+    """The standings' Redis URL from ``REALTIME``: ``LEADERBOARD_REDIS_URL``, else
+    ``REDIS_URL``, else ``BROKER_URL`` when it is a Redis URL of any form; None: none set."""
+    url = raw.get("LEADERBOARD_REDIS_URL") or raw.get("REDIS_URL")
+    broker = str(raw.get("BROKER_URL") or "")
+    if not url and redis_urls.is_redis_url(broker):
+        url = broker
+    return str(url) if url else None
 
 
 def where(url: str) -> str:

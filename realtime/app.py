@@ -158,8 +158,11 @@ def server_info(ctx: ServerContext) -> dict[str, Any]:
 
     s = ctx.settings
     scheme = s.broker_url.split("://", 1)[0]
-    broker = {"rediss": "redis", "amqps": "amqp"}.get(scheme, scheme)
-    # memory:// keeps its own store, redis:// stores in itself, amqp:// in REALTIME_REDIS_URL
+    broker = {"rediss": "redis", "rediss+cluster": "redis+cluster", "amqps": "amqp"}.get(
+        scheme, scheme
+    )
+    # memory:// keeps its own store, redis:// (and its cluster and sentinel forms) stores in
+    # itself, amqp:// in REALTIME_REDIS_URL
     store = broker if broker != "amqp" else ("redis" if s.redis_url else "memory")
     return {
         "server": "realtime",
@@ -167,7 +170,7 @@ def server_info(ctx: ServerContext) -> dict[str, Any]:
         "protocol": PROTOCOL_VERSION,
         "broker": broker,
         "store": store,
-        "redis_prefix": s.redis_prefix if store == "redis" else None,
+        "redis_prefix": s.redis_prefix if store.startswith("redis") else None,
         "amqp_exchange": s.amqp_exchange if broker == "amqp" else None,
         "history": {"size": s.history_size, "ttl": s.history_ttl, "meta_ttl": s.meta_ttl},
         "http_publish": bool(s.api_key),

@@ -306,15 +306,21 @@ _VALIDATORS: list[tuple[str, Callable[[Any], bool], str]] = [
 def _check_url(name: str, value: str | None, schemes: tuple[str, ...]) -> None:
     if value is None:
         return
-    parts = urlsplit(value)
+    from realtime.brokers.redis_urls import safe  # pure parsing, no client
+
+    shown = safe(value)  # never echo a password
+    try:
+        parts = urlsplit(value)
+    except ValueError as exc:  # an unclosed [IPv6 address
+        raise ConfigError(f"{name}: not a URL ({exc}): {shown!r}") from None
     if parts.scheme not in schemes:
-        raise ConfigError(f"{name}: scheme must be one of {', '.join(schemes)}, got {value!r}")
+        raise ConfigError(f"{name}: scheme must be one of {', '.join(schemes)}, got {shown!r}")
     if parts.scheme != "memory" and not parts.hostname:
-        raise ConfigError(f"{name}: no host in {value!r}")
+        raise ConfigError(f"{name}: no host in {shown!r}")
     try:
         parts.port  # noqa: B018 - raises ValueError on a bad port
     except ValueError:
-        raise ConfigError(f"{name}: bad port in {value!r}") from None
+        raise ConfigError(f"{name}: bad port in {shown!r}") from None
 
 
 def _check_broker_url(name: str, value: str | None, others: tuple[str, ...]) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import redis
 from django.core.exceptions import ImproperlyConfigured
 
+from django_bridge import redis_client
 from django_bridge.ccs.store import DEFAULT_PREFIX
 
 
@@ -16,19 +17,17 @@ def ccs_redis_url() -> str:
     """
     from django_bridge.conf import raw_settings
 
-    raw = raw_settings()
-    url = raw.get("LEADERBOARD_REDIS_URL") or raw.get("REDIS_URL")
-    broker = str(raw.get("BROKER_URL") or "")
-    if not url and broker.startswith(("redis://", "rediss://")):
-        url = broker
+    url = redis_client.standings_url(raw_settings())
     if not url:
         raise ImproperlyConfigured("REALTIME['LEADERBOARD_REDIS_URL'] (or REDIS_URL) is required")
-    return str(url)
+    return url
 
 
 def ccs_redis() -> redis.Redis:
-    """Return a client of the followed contests' Redis."""
-    return redis.Redis.from_url(ccs_redis_url())
+    """Return a client of the followed contests' Redis (one Redis, sentinels or a cluster:
+    a contest's keys share one hash slot)."""
+    client: redis.Redis = redis_client.connect(ccs_redis_url(), redis_client.STANDINGS_TIMEOUT)
+    return client
 
 
 def ccs_prefix() -> str:

@@ -13,6 +13,7 @@ import orjson
 import redis
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
+from django_bridge import redis_client
 from django_bridge.ccs import scoring
 from django_bridge.ccs.settings import ccs_prefix, ccs_redis_url
 from django_bridge.ccs.store import ContestStore
@@ -20,7 +21,9 @@ from django_bridge.ccs.store import ContestStore
 
 @functools.cache
 def _client(url: str) -> redis.Redis:
-    return redis.Redis.from_url(url)  # one connection pool per URL for the process
+    # one connection pool per URL for the process; sentinel- and cluster-aware
+    client: redis.Redis = redis_client.connect(url, redis_client.STANDINGS_TIMEOUT)
+    return client
 
 
 def _store(contest_id: str) -> ContestStore:

@@ -74,6 +74,10 @@ def parse(url: str) -> RedisTarget:
     scheme = scheme_of(url)
     if scheme not in REDIS_SCHEMES:
         raise RedisURLError(f"scheme must be one of {', '.join(REDIS_SCHEMES)}")
+    if not url.startswith(scheme):
+        # the broker is chosen by the scheme as written: REDIS+CLUSTER:// would pass here and
+        # fail at start-up
+        raise RedisURLError(f"write the scheme in lower case ({scheme}://)")
     rest = url.split("://", 1)[1]
     rest, _, query = rest.partition("?")
     rest, _, _fragment = rest.partition("#")
@@ -107,6 +111,9 @@ def parse(url: str) -> RedisTarget:
         raise RedisURLError(
             f"unknown option {unknown[0]!r} (known: {', '.join(_SENTINEL_OPTIONS)})"
         )
+    blank = [key for key, value in options.items() if not value]
+    if blank:
+        raise RedisURLError(f"option {blank[0]!r} has no value")
     parts = [p for p in path.split("/")] if slash else []
     if parts and parts[-1] == "":
         parts.pop()
@@ -135,7 +142,10 @@ def _single(
         raise RedisURLError(
             "several hosts need redis+cluster:// (seed nodes) or redis+sentinel:// (sentinels)"
         )
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:  # an unclosed [IPv6 address
+        raise RedisURLError(f"not a URL ({exc})") from None
     if not parts.hostname:
         raise RedisURLError("no host")
     try:

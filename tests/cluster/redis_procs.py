@@ -83,8 +83,19 @@ class RedisProc:
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait(5)
 
+    def pause(self) -> None:
+        """SIGSTOP by PID: the process holds its connections but answers nothing."""
+        assert self.proc is not None and self.proc.poll() is None
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """SIGCONT by PID."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)
+
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)  # a paused process cannot act on SIGTERM
             self.proc.terminate()
             try:
                 self.proc.wait(5)
@@ -301,6 +312,10 @@ class SentinelSetup:
     def primary_proc(self) -> RedisProc:
         port = self.primary_port()
         return self.primary if self.primary.port == port else self.replica
+
+    def replica_proc(self) -> RedisProc:
+        """The one that is not the primary now."""
+        return self.replica if self.primary_proc() is self.primary else self.primary
 
     def stop(self) -> None:
         for proc in [*self.sentinels, self.primary, self.replica]:

@@ -9,6 +9,7 @@ flow; a live channel's slot resharded to another primary while events flow.
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from typing import Any
 
@@ -18,18 +19,21 @@ from django_bridge import conf
 from django_bridge.transports import RedisTransport
 from realtime.brokers.redis_cluster import channel_slot
 from realtime.envelope import Envelope
+from tests.chaos.publisher import PublishLog
 from tests.cluster.flow import (
-    Publisher,
     Recorder,
+    Watchers,
     channels_per_shard,
-    check,
     cluster_client,
+    guarantee,
+    publish_for,
     settle,
-    stored,
+    store_reader,
     wait_healthy,
 )
 from tests.cluster.redis_procs import RedisCluster3x2
 from tests.conftest import ServerProcess
+from tests.guarantee.checker import Violation, format_violations
 
 pytestmark = pytest.mark.broker
 
@@ -108,6 +112,13 @@ def test_two_nodes_every_shard_bridge_and_http(
     subs = shard_subscriptions(redis_cluster, cprefix)
     for port, names in shards.items():
         assert subs[port] == {n: 2 for n in names}, (port, subs[port])  # two nodes, own only
+    # what realtime_check compares: the kind and the prefix of the store
+    info = json.loads(servers[0].get("/api/info")[1])
+    assert (info["broker"], info["store"], info["redis_prefix"]) == (
+        "redis+cluster",
+        "redis+cluster",
+        cprefix,
+    )
 
 
 def _restart_dead(cluster: RedisCluster3x2) -> None:
@@ -117,51 +128,65 @@ def _restart_dead(cluster: RedisCluster3x2) -> None:
     cluster.wait_ok(timeout=60)
 
 
+async def _through_outage(servers: list[ServerProcess], statuses: list[int]) -> None:
+    """Poll /healthz until it was 503 (no primary for a shard) and is 200 again."""
+    deadline = asyncio.get_running_loop().time() + 45
+    while asyncio.get_running_loop().time() < deadline:
+        statuses.append((await asyncio.to_thread(servers[0].get, "/healthz"))[0])
+        if 503 in statuses and statuses[-1] == 200:
+            break
+        await asyncio.sleep(0.1)
+    await wait_healthy(servers)
+
+
+def _report(violations: list[Violation], watchers: Watchers) -> str:
+    return format_violations(violations, watchers.histories)
+
+
 def test_primary_killed_while_events_flow(
     redis_cluster: RedisCluster3x2, server_factory: Any, cprefix: str
 ) -> None:
     """SIGKILL a primary mid-stream: its replica takes over, nodes follow, and every client
-    ends with every event or a resync notice."""
+    ends with every event or a resync notice (the delivery-guarantee checker)."""
     shards = channels_per_shard(redis_cluster.owner_port, cprefix, per_shard=2)
     channels = [name for names in shards.values() for name in names]
     servers = two_nodes(server_factory, redis_cluster, cprefix)
     victim = redis_cluster.proc(next(iter(shards)))
-    publisher = Publisher(servers, channels, count=150, pause=0.02)
+    watchers = Watchers(servers, channels)
+    log = PublishLog()
     statuses: list[int] = []
+    subs: dict[int, dict[str, int]] = {}
+    client = cluster_client(redis_cluster.url)
+    read = store_reader(client, cprefix)
 
-    async def scenario() -> list[Recorder]:
-        recorders = [await Recorder.open(s.ws_url, channels) for s in servers]
-        publisher.start()
+    async def scenario() -> None:
+        await watchers.start()
+        stop = asyncio.Event()
+        publishing = asyncio.ensure_future(publish_for(servers, channels, log, stop))
         await asyncio.sleep(1.0)
         victim.kill()
-        while publisher.is_alive():
-            statuses.append((await asyncio.to_thread(servers[0].get, "/healthz"))[0])
-            await asyncio.sleep(0.1)
-        await wait_healthy(servers)
-        await settle(recorders, quiet=3.0)
+        await _through_outage(servers, statuses)
+        await asyncio.sleep(1.0)  # events keep flowing on the healed cluster
+        stop.set()
+        await publishing
+        await watchers.settle(read, channels)
         # while the clients are still subscribed (closing them releases the channels)
         subs.update(shard_subscriptions(redis_cluster, cprefix))
-        for rec in recorders:
-            await rec.close()  # the servers then stop at once
-        return recorders
+        await watchers.stop()
 
-    subs: dict[int, dict[str, int]] = {}
     try:
-        recorders = asyncio.run(scenario())
-        assert publisher.error is None, publisher.error
+        asyncio.run(scenario())
+        assert log.gave_up == 0 and log.ok > 50, (log.ok, log.failed, log.gave_up)
         assert 503 in statuses, statuses  # a shard had no primary for a while
         # the replica took over the victim's slots while events flowed
         assert redis_cluster.owner_port(channel_slot(cprefix, shards[victim.port][0])) != (
             victim.port
         )
-        client = cluster_client(redis_cluster.url)
-        for name in channels:
-            final, data = stored(client, cprefix, name)
-            assert final >= 150  # every event stored (ids de-duplicate retries)
-            for rec in recorders:
-                check(rec, name, final, data)
-        client.close()
+        published, violations = guarantee(log, watchers, read, channels)
+        assert not violations, _report(violations, watchers)
+        assert {p["channel"] for p in published} == set(channels)
     finally:
+        client.close()
         _restart_dead(redis_cluster)
 
 
@@ -169,7 +194,7 @@ def test_live_channel_resharded_while_events_flow(
     redis_cluster: RedisCluster3x2, server_factory: Any, cprefix: str
 ) -> None:
     """Move a live channel's slot to another primary mid-stream: the nodes re-subscribe on
-    the new owner and no event is lost silently."""
+    the new owner and no event is lost silently (the delivery-guarantee checker)."""
     shards = channels_per_shard(redis_cluster.owner_port, cprefix, per_shard=1)
     channels = [name for names in shards.values() for name in names]
     moving = channels[0]
@@ -177,35 +202,35 @@ def test_live_channel_resharded_while_events_flow(
     source = redis_cluster.owner_port(slot)
     target = next(p for p in shards if p != source)
     servers = two_nodes(server_factory, redis_cluster, cprefix)
-    publisher = Publisher(servers, channels, count=150, pause=0.02)
+    watchers = Watchers(servers, channels)
+    log = PublishLog()
+    subs: dict[int, dict[str, int]] = {}
+    client = cluster_client(redis_cluster.url)
+    read = store_reader(client, cprefix)
 
-    async def scenario() -> list[Recorder]:
-        recorders = [await Recorder.open(s.ws_url, channels) for s in servers]
-        publisher.start()
+    async def scenario() -> None:
+        await watchers.start()
+        stop = asyncio.Event()
+        publishing = asyncio.ensure_future(publish_for(servers, channels, log, stop))
         await asyncio.sleep(1.0)
         await asyncio.to_thread(redis_cluster.migrate_slot, slot, source, target)
-        await asyncio.to_thread(publisher.join)
-        await settle(recorders, quiet=3.0)
+        await asyncio.sleep(1.0)
+        stop.set()
+        await publishing
+        await watchers.settle(read, channels)
         # while the clients are still subscribed (closing them releases the channels)
         subs.update(shard_subscriptions(redis_cluster, cprefix))
-        for rec in recorders:
-            await rec.close()  # the servers then stop at once
-        return recorders
+        await watchers.stop()
 
-    subs: dict[int, dict[str, int]] = {}
     try:
-        recorders = asyncio.run(scenario())
-        assert publisher.error is None, publisher.error
+        asyncio.run(scenario())
+        assert log.gave_up == 0 and log.ok > 50, (log.ok, log.failed, log.gave_up)
         assert redis_cluster.owner_port(slot) == target
-        client = cluster_client(redis_cluster.url)
-        for name in channels:
-            final, data = stored(client, cprefix, name)
-            assert final >= 150
-            for rec in recorders:
-                check(rec, name, final, data)
-        client.close()
+        _, violations = guarantee(log, watchers, read, channels)
+        assert not violations, _report(violations, watchers)
         assert subs[target].get(moving) == 2 and moving not in subs[source], subs
     finally:
+        client.close()
         # give the slot back so the session's cluster keeps its original layout
         if redis_cluster.owner_port(slot) == target:
             redis_cluster.migrate_slot(slot, target, source)

@@ -54,7 +54,7 @@ class Command(BaseCommand):
             )
         except FollowError as exc:
             raise CommandError(str(exc)) from exc
-        except redis.RedisError as exc:
+        except (redis.RedisError, redis.exceptions.RedisClusterException) as exc:
             # the state on Redis is consistent (saved after each change): a restart resumes
             raise CommandError(f"Redis failed ({exc}); restart to resume") from exc
         done = "end of updates" if follower.finished else "stopped"
