@@ -294,6 +294,9 @@ async def run(plan: Plan, log_dir: Path) -> dict[str, Any]:
         for rep in range(plan.reps):
             for n in plan.sizes:
                 for name in plan.targets:
+                    if name == "private" and plan.private_sizes is not None:
+                        if n not in plan.private_sizes:
+                            continue
                     try:
                         row = await measure(TARGETS[name], n, rep, plan, redis_url, log_dir)
                     except Exception as exc:  # one failed size must not lose the others
@@ -426,6 +429,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.scale", description=__doc__)
     parser.add_argument("--sizes", help="comma-separated N (default 1000,...,100000)")
     parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument(
+        "--private-sizes", help="comma-separated N for the private target (default: --sizes)"
+    )
     parser.add_argument("--targets", help="comma-separated subset of " + ",".join(TARGETS))
     parser.add_argument("--processes", type=int, default=2, help="client processes")
     parser.add_argument("--steady-events", type=int, default=8)
@@ -449,6 +455,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     if args.sizes:
         plan.sizes = tuple(int(x) for x in args.sizes.split(","))
+    if args.private_sizes:
+        plan.private_sizes = tuple(int(x) for x in args.private_sizes.split(","))
     if args.targets:
         unknown = set(args.targets.split(",")) - set(TARGETS)
         if unknown:
