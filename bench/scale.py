@@ -294,9 +294,9 @@ async def run(plan: Plan, log_dir: Path) -> dict[str, Any]:
         for rep in range(plan.reps):
             for n in plan.sizes:
                 for name in plan.targets:
-                    if name == "private" and plan.private_sizes is not None:
-                        if n not in plan.private_sizes:
-                            continue
+                    private = plan.private_sizes
+                    if name == "private" and private is not None and n not in private:
+                        continue
                     try:
                         row = await measure(TARGETS[name], n, rep, plan, redis_url, log_dir)
                     except Exception as exc:  # one failed size must not lose the others
