@@ -120,9 +120,9 @@ class Plan:
     steady_events: int = 8
     one_to_all: int = 3
     per_source: int = 100  # connections per source address
-    per_process: int = (
-        150_000  # connections per process (server or client); lowered to the fd limit
-    )
+    # connections per process (server or client); lowered to the fd limit
+    per_process: int = 150_000
+    private_sizes: tuple[int, ...] | None = None  # None: the same sizes as the others
     extra: dict[str, Any] = field(default_factory=dict)
 
 
