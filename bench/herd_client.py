@@ -361,7 +361,7 @@ async def hold(conn: Conn) -> None:
             elif frame.msg_type == WSMsgType.CLOSE:
                 close.append(
                     (
-                        int(frame.get_close_code()),
+                        int(frame.get_close_code().value),
                         frame.get_close_message().decode(errors="replace"),
                     )
                 )
