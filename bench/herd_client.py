@@ -359,12 +359,9 @@ async def hold(conn: Conn) -> None:
             if frame.msg_type == WSMsgType.TEXT:
                 conn.feed(frame.get_payload_as_bytes())
             elif frame.msg_type == WSMsgType.CLOSE:
-                close.append(
-                    (
-                        int(frame.get_close_code().value),
-                        frame.get_close_message().decode(errors="replace"),
-                    )
-                )
+                code = frame.get_close_code()
+                close.append((int(code.value), frame.get_close_message().decode(errors="replace")))
+                transport.send_close(code)  # answer the close frame, as a browser does
                 transport.disconnect()
 
     first = True
@@ -499,7 +496,11 @@ def check_histories(
         }
         for history in batch.values():
             records += len(history)
-            events += sum(1 for r in history if r["kind"] == "event")
+            events += sum(
+                1 if r["kind"] == "event" else len(r["missed"])
+                for r in history
+                if r["kind"] in ("event", "subscribed")
+            )
         found = check(published, batch, settled=True)
         violations += len(found)
         if found and len(shown) < limit:
