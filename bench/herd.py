@@ -36,6 +36,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from array import array
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -496,6 +497,16 @@ async def run_scenario(scenario: str, run: int, args: argparse.Namespace) -> dic
         row["all_back_s"] = (status["last_back_at"] - t0) if status["back"] else 0.0
         row["back"] = status["back"]
         row["all_recovered_s"] = t_rec - t0
+        back, recovered = array("d"), array("d")
+        for b, r in await clients.ask("times", reply="times"):
+            back.frombytes(b)
+            recovered.frombytes(r)
+        for name, times in (("back", back), ("recovered", recovered)):
+            ordered = sorted(t - t0 for t in times)
+            for q in (50, 99):
+                row[f"{name}_p{q}_s"] = (
+                    ordered[int(q / 100 * (len(ordered) - 1))] if ordered else 0.0
+                )
         row["reconnects"] = status["reconnects"]
         row["resyncs"] = status["resyncs"]
         row["errors"] = status["errors"]
@@ -560,7 +571,9 @@ COLUMNS = (
     ("scenario", "scenario", "{}"),
     ("connections", "N", "{}"),
     ("restart_s", "restart s", "{:.1f}"),
+    ("back_p50_s", "back p50 s", "{:.1f}"),
     ("all_back_s", "all back s", "{:.1f}"),
+    ("recovered_p50_s", "recovered p50 s", "{:.1f}"),
     ("all_recovered_s", "all recovered s", "{:.1f}"),
     ("reconnects", "reconnects", "{}"),
     ("resyncs", "resyncs", "{}"),

@@ -433,6 +433,10 @@ class HerdWorker:
                 for c in self.conns:
                     c.progress()
                 self.pipe.send(("ok",))
+            elif kind == "times":
+                back = array("d", (c.back_at for c in self.conns if c.back_at))
+                recovered = array("d", (c.recovered_at for c in self.conns if c.recovered_at))
+                self.pipe.send(("times", back.tobytes(), recovered.tobytes()))
             elif kind == "check":
                 self.pipe.send(("checked", self.check(cmd[1], cmd[2])))
             elif kind in ("close", "dead"):
