@@ -126,7 +126,7 @@ class Server:
                 # long enough to cover the outage: 1 event/s per channel
                 "REALTIME_HISTORY_SIZE": str(args.history_size),
                 "REALTIME_MAX_CONNECTIONS": str(max(50000, 2 * args.connections)),
-                "REALTIME_LOG_LEVEL": "WARNING",
+                "REALTIME_LOG_LEVEL": args.log_level,
             }
         )
         self.workers = args.workers
@@ -470,15 +470,15 @@ async def run_scenario(scenario: str, run: int, args: argparse.Namespace) -> dic
 
         t0 = time.time()
         await clients.ask("fault", t0)
-        if scenario == "server":
-            server.stop()
-            await asyncio.sleep(args.outage)
-            server.start()
-        else:
-            store.stop()
-            await asyncio.sleep(args.outage)
-            store.start()
+        service: Server | PrivateRedis = server if scenario == "server" else store
+        # in a thread: the publisher goes on (and fails, and retries) during the outage
+        await asyncio.to_thread(service.stop)
+        row["stop_s"] = time.time() - t0  # SIGTERM until the process exited
+        await asyncio.sleep(args.outage)
+        t_start = time.time()
+        await asyncio.to_thread(service.start)
         t_up = time.time()
+        row["start_s"] = t_up - t_start  # until /healthz answers 200 (Redis: PING)
         row["restart_s"] = t_up - t0
         deadline = time.monotonic() + args.timeout
         while (first := publisher.first_after(t_up)) is None:
@@ -560,10 +560,10 @@ async def run_scenario(scenario: str, run: int, args: argparse.Namespace) -> dic
         if server is not None:
             server.stop()
         store.stop()
-        if row.get("ok"):
+        if row.get("ok") and not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)
         else:
-            row["workdir"] = str(workdir)  # logs kept for a look
+            row["workdir"] = str(workdir)  # the server's and Redis's logs
     return row
 
 
@@ -617,6 +617,8 @@ def parser() -> argparse.ArgumentParser:
         "--outage", type=float, default=0.0, help="seconds down before the restart (0: at once)"
     )
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--keep", action="store_true", help="keep the logs and RDB of every run")
+    p.add_argument("--log-level", default="WARNING", help="the server's REALTIME_LOG_LEVEL")
     p.add_argument("--json", metavar="PATH", help="also append the JSON lines to PATH")
     return p
 
