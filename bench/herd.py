@@ -295,42 +295,48 @@ class Sampler:
     server: Server
     redis_port: int
     rss: list[tuple[float, int]] = field(default_factory=list)
-    redis: list[tuple[float, int, int, int]] = field(
-        default_factory=list
-    )  # t, ops/s, cmds, evalsha
+    # time, instantaneous ops/s, commands processed, script calls (totals across restarts)
+    redis: list[tuple[float, int, int, int]] = field(default_factory=list)
     stop_flag: threading.Event = field(default_factory=threading.Event)
     thread: threading.Thread | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    # counters restart at 0 with redis-server: running totals are kept across restarts
+    base: tuple[int, int] = (0, 0)
+    last: tuple[int, int] = (0, 0)
 
     def start(self) -> None:
         self.thread = threading.Thread(target=self.loop, daemon=True)
         self.thread.start()
 
     def loop(self) -> None:
-        client = redis.Redis(port=self.redis_port, socket_timeout=1, socket_connect_timeout=0.5)
-        # counters restart at 0 with redis-server: keep running totals across restarts
-        base_cmds = base_eval = last_cmds = last_eval = 0
         tick = 0
         while not self.stop_flag.wait(0.5):
             tick += 1
             pids = self.server.tree()
             if pids:
                 self.rss.append((time.time(), procstat.sample(pids).rss_bytes))
-            if tick % 2:
-                continue
-            try:
-                stats = client.info("stats")
-                cmdstats = client.info("commandstats")
-            except redis.RedisError:
-                continue
-            cmds = int(stats["total_commands_processed"])
-            evals = int(cmdstats.get("cmdstat_evalsha", {}).get("calls", 0))
-            evals += int(cmdstats.get("cmdstat_eval", {}).get("calls", 0))
-            if cmds < last_cmds:
-                base_cmds += last_cmds
-                base_eval += last_eval
-            last_cmds, last_eval = cmds, evals
+            if tick % 2 == 0:
+                self.sample_redis()
+
+    def sample_redis(self) -> None:
+        """Read Redis INFO once (also called right before Redis is stopped)."""
+        client = redis.Redis(port=self.redis_port, socket_timeout=1, socket_connect_timeout=0.5)
+        try:
+            stats = client.info("stats")
+            cmdstats = client.info("commandstats")
+        except redis.RedisError:
+            return
+        finally:
+            client.close()
+        cmds = int(stats["total_commands_processed"])
+        evals = int(cmdstats.get("cmdstat_evalsha", {}).get("calls", 0))
+        evals += int(cmdstats.get("cmdstat_eval", {}).get("calls", 0))
+        with self.lock:
+            if cmds < self.last[0]:
+                self.base = (self.base[0] + self.last[0], self.base[1] + self.last[1])
+            self.last = (cmds, evals)
             ops = int(stats["instantaneous_ops_per_sec"])
-            self.redis.append((time.time(), ops, base_cmds + cmds, base_eval + evals))
+            self.redis.append((time.time(), ops, self.base[0] + cmds, self.base[1] + evals))
 
     def close(self) -> None:
         self.stop_flag.set()
@@ -471,6 +477,9 @@ async def run_scenario(scenario: str, run: int, args: argparse.Namespace) -> dic
         t0 = time.time()
         await clients.ask("fault", t0)
         service: Server | PrivateRedis = server if scenario == "server" else store
+        if scenario == "redis":
+            # the counters start again at 0: take their last values first
+            await asyncio.to_thread(sampler.sample_redis)
         # in a thread: the publisher goes on (and fails, and retries) during the outage
         await asyncio.to_thread(service.stop)
         row["stop_s"] = time.time() - t0  # SIGTERM until the process exited
@@ -510,7 +519,9 @@ async def run_scenario(scenario: str, run: int, args: argparse.Namespace) -> dic
         row["reconnects"] = status["reconnects"]
         row["resyncs"] = status["resyncs"]
         row["errors"] = status["errors"]
-        herd = sampler.window(t0, max(t_rec, t0 + 1.0))
+        await asyncio.sleep(max(args.steady, t0 + 6.5 - time.time()))
+        # at least 5 s: Redis's figures come from samples a second apart
+        herd = sampler.window(t0, max(t_rec, t0 + 5.0))
         if "sampled" in herd:
             # every publish is one script call: the rest are the subscribes' history reads
             # (approximate: the INFO samples are a second apart, and the first call of a
@@ -519,8 +530,6 @@ async def run_scenario(scenario: str, run: int, args: argparse.Namespace) -> dic
             published_in = sum(1 for r in publisher.log if s0 <= r.at <= s1)
             row["store_reads"] = max(0, herd["redis_scripts"] - published_in)
         row.update(herd)
-
-        await asyncio.sleep(args.steady)
         await publisher.stop()
         final = publisher.last()
         want = {channels.index(c): a.offset for c, a in final.items()}
