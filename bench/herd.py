@@ -404,6 +404,11 @@ class Clients:
             "history_bytes",
         ):
             out[key] = sum(p[key] for p in parts)
+        closes: dict[int, int] = {}
+        for p in parts:
+            for code, n in p["closes"].items():
+                closes[code] = closes.get(code, 0) + n
+        out["closes"] = {str(k): v for k, v in sorted(closes.items())}
         out["last_back_at"] = max(p["last_back_at"] for p in parts)
         out["last_recovered_at"] = max(p["last_recovered_at"] for p in parts)
         positions: dict[int, tuple[int, int]] = {}
@@ -518,7 +523,8 @@ async def run_scenario(scenario: str, run: int, args: argparse.Namespace) -> dic
                 )
         row["reconnects"] = status["reconnects"]
         row["resyncs"] = status["resyncs"]
-        row["errors"] = status["errors"]
+        row["errors"] = status["errors"]  # failed handshakes and error replies
+        row["closes"] = status["closes"]  # close code ("-1": none) -> connections
         await asyncio.sleep(max(args.steady, t0 + 6.5 - time.time()))
         # at least 5 s: Redis's figures come from samples a second apart
         herd = sampler.window(t0, max(t_rec, t0 + 5.0))

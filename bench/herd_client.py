@@ -100,6 +100,7 @@ class Shared:
         self.fault_at = 0.0  # connections that connect after this count as back
         # per channel: (epoch, offset) a connection must reach to count as recovered
         self.target: dict[int, tuple[str, int]] | None = None
+        self.closes: dict[int, int] = {}  # close code (-1: none, the link dropped) -> count
 
 
 class Conn:
@@ -256,6 +257,8 @@ class Conn:
 
     def lost(self, code: int | None) -> None:
         self.transport = None
+        key = -1 if code is None else code
+        self.shared.closes[key] = self.shared.closes.get(key, 0) + 1
         if self.connected:
             self.connected = False
             self.history.extend((_Rec.DISCONNECT, -1 if code is None else code))
@@ -459,6 +462,7 @@ class HerdWorker:
             "reconnects": sum(c.reconnects for c in conns),
             "resyncs": sum(c.resyncs for c in conns),
             "errors": sum(c.errors for c in conns),
+            "closes": dict(self.shared.closes),
             "history_bytes": sum(c.history.itemsize * len(c.history) for c in conns),
             "positions": _positions(conns),
         }
