@@ -402,6 +402,7 @@ class Clients:
             "resyncs",
             "errors",
             "history_bytes",
+            "early_drops",
         ):
             out[key] = sum(p[key] for p in parts)
         closes: dict[int, int] = {}
@@ -525,6 +526,7 @@ async def run_scenario(scenario: str, run: int, args: argparse.Namespace) -> dic
         row["resyncs"] = status["resyncs"]
         row["errors"] = status["errors"]  # failed handshakes and error replies
         row["closes"] = status["closes"]  # close code ("-1": none) -> connections
+        row["early_drops"] = status["early_drops"]  # lost before any `subscribed` reply
         await asyncio.sleep(max(args.steady, t0 + 6.5 - time.time()))
         # at least 5 s: Redis's figures come from samples a second apart
         herd = sampler.window(t0, max(t_rec, t0 + 5.0))

@@ -101,6 +101,7 @@ class Shared:
         # per channel: (epoch, offset) a connection must reach to count as recovered
         self.target: dict[int, tuple[str, int]] | None = None
         self.closes: dict[int, int] = {}  # close code (-1: none, the link dropped) -> count
+        self.early_drops = 0  # connections lost before any `subscribed` reply
 
 
 class Conn:
@@ -111,6 +112,7 @@ class Conn:
         "back_at",
         "channels",
         "connected",
+        "dropped",
         "epoch",
         "errors",
         "history",
@@ -144,7 +146,8 @@ class Conn:
         self.reconnects = 0
         self.resyncs = 0
         self.errors = 0
-        self.back_at = 0.0
+        self.dropped = False  # lost its connection since the fault
+        self.back_at = 0.0  # connected again and subscribed to every channel
         self.recovered_at = 0.0
 
     # -- commands
@@ -169,8 +172,6 @@ class Conn:
         self.transport = transport
         self.connected = True
         self.history.append(_Rec.CONNECT)
-        if self.shared.fault_at and time.time() >= self.shared.fault_at and not self.back_at:
-            self.back_at = time.time()
         for ch in self.channels:
             self.subscribe(transport, ch)
 
@@ -240,6 +241,8 @@ class Conn:
             if since is not None or not asked:
                 self.resyncs += 1
             self.epoch[ch], self.offset[ch] = epoch, offset
+        if self.dropped and not self.back_at and all(self.live.values()):
+            self.back_at = time.time()
         self.progress()
 
     def progress(self) -> None:
@@ -257,6 +260,10 @@ class Conn:
 
     def lost(self, code: int | None) -> None:
         self.transport = None
+        if self.shared.fault_at:
+            self.dropped = True
+        if not any(self.live.values()):
+            self.shared.early_drops += 1
         key = -1 if code is None else code
         self.shared.closes[key] = self.shared.closes.get(key, 0) + 1
         if self.connected:
@@ -430,6 +437,7 @@ class HerdWorker:
                 self.shared.target = None
                 for c in self.conns:
                     c.back_at = c.recovered_at = 0.0
+                    c.dropped = False
                 self.pipe.send(("ok",))
             elif kind == "target":
                 self.shared.target = {int(k): (str(e), int(o)) for k, (e, o) in cmd[1].items()}
@@ -463,6 +471,7 @@ class HerdWorker:
             "resyncs": sum(c.resyncs for c in conns),
             "errors": sum(c.errors for c in conns),
             "closes": dict(self.shared.closes),
+            "early_drops": self.shared.early_drops,
             "history_bytes": sum(c.history.itemsize * len(c.history) for c in conns),
             "positions": _positions(conns),
         }
