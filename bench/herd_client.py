@@ -102,6 +102,7 @@ class Shared:
         self.target: dict[int, tuple[str, int]] | None = None
         self.closes: dict[int, int] = {}  # close code (-1: none, the link dropped) -> count
         self.early_drops = 0  # connections lost before any `subscribed` reply
+        self.failures: dict[str, int] = {}  # error reply code or handshake failure -> count
 
 
 class Conn:
@@ -198,6 +199,8 @@ class Conn:
             self.subscribed(ch, msg)
         elif op == "error":
             self.errors += 1
+            code = str(msg.get("code"))
+            self.shared.failures[code] = self.shared.failures.get(code, 0) + 1
             self.history.extend((_Rec.ERROR, ch))
             if ch in self.offset and not self.live[ch] and self.transport is not None:
                 asyncio.get_running_loop().call_later(SUBSCRIBE_RETRY, self.retry, ch)
@@ -385,6 +388,8 @@ async def hold(conn: Conn) -> None:
         except Exception:
             # refused, 503 (the admission limit) or timed out: a browser sees only a 1006
             conn.errors += 1
+            kind = "handshake"  # refused, 503 (the admission limit) or timed out
+            shared.failures[kind] = shared.failures.get(kind, 0) + 1
             delay = full_jitter(conn.attempt)
             conn.attempt += 1
         else:
@@ -472,6 +477,7 @@ class HerdWorker:
             "errors": sum(c.errors for c in conns),
             "closes": dict(self.shared.closes),
             "early_drops": self.shared.early_drops,
+            "failures": dict(self.shared.failures),
             "history_bytes": sum(c.history.itemsize * len(c.history) for c in conns),
             "positions": _positions(conns),
         }
