@@ -363,9 +363,11 @@ async def hold(conn: Conn) -> None:
     if cfg.source_ips > 1:
         kwargs["local_addr"] = (f"127.0.0.{2 + conn.index % cfg.source_ips}", 0)
     close: list[tuple[int | None, str]] = []
+    opened: list[bool] = []
 
     class Listener(WSListener):
         def on_ws_connected(self, transport: WSTransport) -> None:
+            opened.append(True)
             conn.connected_now(transport)
 
         def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
@@ -377,9 +379,18 @@ async def hold(conn: Conn) -> None:
                 transport.send_close(code)  # answer the close frame, as a browser does
                 transport.disconnect()
 
+    def failed(kind: str) -> float:
+        """Count a handshake that did not open a WebSocket; return the back-off delay."""
+        conn.errors += 1
+        shared.failures[kind] = shared.failures.get(kind, 0) + 1
+        delay = full_jitter(conn.attempt)
+        conn.attempt += 1
+        return delay
+
     first = True
     while not shared.stop.is_set():
         close.clear()
+        opened.clear()
         try:
             async with shared.gate:
                 transport, _ = await ws_connect(
@@ -387,15 +398,12 @@ async def hold(conn: Conn) -> None:
                 )
         except Exception:
             # refused, 503 (the admission limit) or timed out: a browser sees only a 1006
-            conn.errors += 1
-            kind = "handshake"  # refused, 503 (the admission limit) or timed out
-            shared.failures[kind] = shared.failures.get(kind, 0) + 1
-            delay = full_jitter(conn.attempt)
-            conn.attempt += 1
+            delay = failed("handshake")
         else:
-            if not first:
-                conn.reconnects += 1
-            first = False
+            if opened:  # picows calls on_ws_connected before ws_connect returns
+                if not first:
+                    conn.reconnects += 1
+                first = False
             up = time.monotonic()
             waiter = asyncio.ensure_future(transport.wait_disconnected())
             stopper = asyncio.ensure_future(shared.stop.wait())
@@ -405,12 +413,18 @@ async def hold(conn: Conn) -> None:
                 waiter.cancel()
                 return
             stopper.cancel()
-            code, reason = close[0] if close else (None, "")
-            conn.lost(code)
-            if time.monotonic() - up >= STABLE_AFTER:
-                conn.attempt = 0
-            delay = close_delay(code, reason, conn.attempt)
-            conn.attempt += 1
+            if not opened:
+                # picows returns from ws_connect when the peer resets the connection during
+                # the handshake (a listening socket closed with it in its backlog, as when
+                # the server stops): no WebSocket was opened, a failed handshake
+                delay = failed("reset in the handshake")
+            else:
+                code, reason = close[0] if close else (None, "")
+                conn.lost(code)
+                if time.monotonic() - up >= STABLE_AFTER:
+                    conn.attempt = 0
+                delay = close_delay(code, reason, conn.attempt)
+                conn.attempt += 1
         await asyncio.sleep(delay)
 
 
