@@ -535,9 +535,11 @@ async def run_scenario(scenario: str, run: int, args: argparse.Namespace) -> dic
         row["closes"] = status["closes"]  # close code ("-1": none) -> connections
         row["early_drops"] = status["early_drops"]  # lost before any `subscribed` reply
         row["failures"] = status["failures"]  # failed handshakes, error replies by code
-        await asyncio.sleep(max(args.steady, t0 + 6.5 - time.time()))
-        # at least 5 s: Redis's figures come from samples a second apart
-        herd = sampler.window(t0, max(t_rec, t0 + 5.0))
+        # the herd span lasts at least 5 s: Redis's figures come from samples a second apart
+        # (shorter with a --steady below 2.5 s: the quick run of the tests)
+        span = min(5.0, 2 * args.steady)
+        await asyncio.sleep(max(args.steady, t0 + span + 1.5 - time.time()))
+        herd = sampler.window(t0, max(t_rec, t0 + span))
         if "sampled" in herd:
             # every publish is one script call: the rest are the subscribes' history reads
             # (approximate: the INFO samples are a second apart, and the first call of a
