@@ -164,6 +164,7 @@ async def serve(sock: socket.socket, redis_url: str, prefix: str) -> None:
 
 
 def run_worker(sock: socket.socket, args: argparse.Namespace) -> None:
+    sock.setblocking(False)
     if not args.no_uvloop:
         import uvloop
 
@@ -179,18 +180,19 @@ def main() -> None:
     )
     args = parser.parse_args()
     raise_fd_limit()
-    sock = socket.create_server((args.host, args.port), backlog=4096)
-    sock.setblocking(False)
     if args.workers <= 1:
-        run_worker(sock, args)
+        run_worker(socket.create_server((args.host, args.port), backlog=4096), args)
         return
-    # like `realtime serve --workers N`: one bound socket, forked processes accepting on it
-    # (the open-file limit is per process, so more than ~20,000 connections need several)
+    # like `realtime serve --workers N`, several processes on one port (the open-file limit
+    # is per process, so more than ~20,000 connections need several); each has a socket of
+    # its own (SO_REUSEPORT), so the kernel spreads connections evenly and none of them
+    # runs into its limit while another has room
     children = []
     for _ in range(args.workers):
         pid = os.fork()
         if pid == 0:
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            sock = socket.create_server((args.host, args.port), backlog=4096, reuse_port=True)
             run_worker(sock, args)
             os._exit(0)
         children.append(pid)
