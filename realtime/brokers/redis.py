@@ -28,8 +28,11 @@ from realtime.errors import BrokerUnavailable
 
 logger = logging.getLogger(__name__)
 
-# store calls at once on a cluster or Sentinel client (their pools hold 32 per node / 64)
-STORE_IN_FLIGHT = 32
+# store calls in flight at once: reads (subscribes, recoveries) and writes (publishes) each
+# have a share, together no more than the connection pools hold (32; a cluster's per node,
+# Sentinel's 64), so a call waits in our queue, never in the pool, whose wait times out
+STORE_READS_IN_FLIGHT = 24
+STORE_WRITES_IN_FLIGHT = 8
 
 
 def store_client(url: str) -> Any:
@@ -83,11 +86,12 @@ class RedisStore:
         self._publish_to_pubsub = publish_to_pubsub
         script = redis_layout.SHARDED_PUBLISH_SCRIPT if sharded else redis_layout.PUBLISH_SCRIPT
         self._publish_script = client.register_script(script)
-        # the cluster's and Sentinel's pools fail at once when full (they cannot wait like
-        # the one-Redis BlockingConnectionPool): bound the calls in flight below their size
-        pool = getattr(client, "connection_pool", None)
-        blocking = isinstance(pool, aioredis.BlockingConnectionPool)
-        self._gate = None if blocking else asyncio.Semaphore(STORE_IN_FLIGHT)
+        # bound the calls in flight below the pool's size: the cluster's and Sentinel's pools
+        # fail at once when full, and the one-Redis pool's wait times out (5 s) when a herd
+        # of subscribes queues thousands of reads; waiting here has no such limit, and a
+        # publish never queues behind the reads of a herd
+        self._reads = asyncio.Semaphore(STORE_READS_IN_FLIGHT)
+        self._writes = asyncio.Semaphore(STORE_WRITES_IN_FLIGHT)
         self._snapshot_script = client.register_script(redis_layout.SNAPSHOT_SCRIPT)
         self._renew_script = client.register_script(redis_layout.RENEW_EPOCH_SCRIPT)
 
@@ -103,11 +107,8 @@ class RedisStore:
             do_publish=self._publish_to_pubsub,
         )
         try:
-            if self._gate is None:
+            async with self._writes:
                 reply = await self._publish_script(keys=keys, args=args)
-            else:
-                async with self._gate:
-                    reply = await self._publish_script(keys=keys, args=args)
             epoch, offset, duplicate, event_json = reply
         except (RedisError, RedisClusterException, OSError) as exc:
             raise BrokerUnavailable(f"redis: {exc}") from exc
@@ -126,11 +127,8 @@ class RedisStore:
             self._meta_ttl,
         ]
         try:
-            if self._gate is None:
+            async with self._reads:
                 reply = await self._snapshot_script(keys=keys, args=args)
-            else:
-                async with self._gate:
-                    reply = await self._snapshot_script(keys=keys, args=args)
         except (RedisError, RedisClusterException, OSError) as exc:
             raise BrokerUnavailable(f"redis: {exc}") from exc
         epoch = reply[0].decode()
@@ -154,7 +152,8 @@ class RedisStore:
         """Give the channel a new epoch if it still has ``epoch`` (see RENEW_EPOCH_SCRIPT)."""
         keys = list(redis_layout.channel_keys(self._prefix, channel))
         try:
-            reply = await self._renew_script(keys=keys, args=[epoch, redis_layout.new_epoch()])
+            async with self._writes:
+                reply = await self._renew_script(keys=keys, args=[epoch, redis_layout.new_epoch()])
         except (RedisError, OSError) as exc:
             raise BrokerUnavailable(f"redis: {exc}") from exc
         state = bytes(reply[2]) if reply[2] else None
