@@ -33,9 +33,9 @@ def raise_open_files(max_connections: int, workers: int = 1) -> int:
     needed = max_connections + SPARE
     if soft < needed:
         logger.warning(
-            "open-file limit %d is below max_connections (%d per process%s) + %d: connections "
-            "past it are refused; raise it (systemd LimitNOFILE=, ulimit -n, or lower "
-            "REALTIME_MAX_CONNECTIONS)",
+            "open-file limit %d is below max_connections (%d per process%s) + %d: "
+            "max_connections is lowered to fit, connections past it are refused with 503; "
+            "raise the limit (systemd LimitNOFILE=, ulimit -n) or REALTIME_MAX_CONNECTIONS",
             soft,
             max_connections,
             f", {workers} workers" if workers > 1 else "",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import signal
@@ -19,7 +20,7 @@ from realtime.app import make_app
 from realtime.brokers import create_broker
 from realtime.config import Settings
 from realtime.context import ServerContext
-from realtime.fdlimit import raise_open_files
+from realtime.fdlimit import SPARE, raise_open_files
 from realtime.heartbeat import HeartbeatWheel
 from realtime.metrics import Metrics
 from realtime.node import Node
@@ -146,9 +147,22 @@ def _install_loop() -> None:
     uvloop.install()
 
 
+def within_open_files(settings: Settings) -> Settings:
+    """Raise the open-file limit; cap ``max_connections`` to what it leaves room for.
+
+    Past the limit ``accept`` fails with EMFILE, which an event loop retries at once, for
+    as long as the limit holds; under the cap the handshake is refused with 503 and
+    ``Retry-After`` (and with ``--workers`` another worker takes the retry).
+    """
+    room = raise_open_files(settings.max_connections, settings.workers) - SPARE
+    if settings.max_connections > room:
+        return dataclasses.replace(settings, max_connections=max(1, room))
+    return settings
+
+
 def serve(settings: Settings) -> int:
     """Run the server in this process, or a supervisor of ``settings.workers`` processes."""
-    raise_open_files(settings.max_connections, settings.workers)
+    settings = within_open_files(settings)
     if settings.workers > 1:
         from realtime.workers import supervise
 
