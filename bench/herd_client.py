@@ -40,6 +40,7 @@ RETRY_AFTER_RE = re.compile(r"retry-after=(\d+(?:\.\d+)?)", re.I)
 MIN_DELAY = 0.5
 MAX_DELAY = 20.0
 STABLE_AFTER = 10.0
+CONNECT_TIMEOUT = 15.0  # TCP connect and WebSocket handshake together
 RESTART_DELAY = 1.5
 SUBSCRIBE_RETRY = 1.0  # a subscribe refused with an error (e.g. rate_limited) is sent again
 NOFILE = 262144  # descriptors a process may hold (the herd needs one per connection)
@@ -393,17 +394,28 @@ async def hold(conn: Conn) -> None:
         opened.clear()
         try:
             async with shared.gate:
-                transport, _ = await ws_connect(
-                    Listener, cfg.url, websocket_handshake_timeout=30, **kwargs
+                # bounded as a whole: a SYN the full accept queue dropped is retried by the
+                # kernel for up to two minutes, holding a slot of the gate all that time
+                transport, _ = await asyncio.wait_for(
+                    ws_connect(Listener, cfg.url, websocket_handshake_timeout=30, **kwargs),
+                    CONNECT_TIMEOUT,
                 )
         except Exception:
             # refused, 503 (the admission limit) or timed out: a browser sees only a 1006
             delay = failed("handshake")
         else:
-            if opened:  # picows calls on_ws_connected before ws_connect returns
-                if not first:
-                    conn.reconnects += 1
-                first = False
+            if not opened:
+                # picows returns from ws_connect when the peer resets the connection during
+                # the handshake (a listening socket closed with it in its backlog, as when
+                # the server stops): no WebSocket was opened, a failed handshake; never
+                # wait for such a transport to report its end
+                transport.disconnect()
+                await asyncio.sleep(failed("reset in the handshake"))
+                continue
+            # picows calls on_ws_connected before ws_connect returns: the WebSocket is open
+            if not first:
+                conn.reconnects += 1
+            first = False
             up = time.monotonic()
             waiter = asyncio.ensure_future(transport.wait_disconnected())
             stopper = asyncio.ensure_future(shared.stop.wait())
@@ -413,18 +425,12 @@ async def hold(conn: Conn) -> None:
                 waiter.cancel()
                 return
             stopper.cancel()
-            if not opened:
-                # picows returns from ws_connect when the peer resets the connection during
-                # the handshake (a listening socket closed with it in its backlog, as when
-                # the server stops): no WebSocket was opened, a failed handshake
-                delay = failed("reset in the handshake")
-            else:
-                code, reason = close[0] if close else (None, "")
-                conn.lost(code)
-                if time.monotonic() - up >= STABLE_AFTER:
-                    conn.attempt = 0
-                delay = close_delay(code, reason, conn.attempt)
-                conn.attempt += 1
+            code, reason = close[0] if close else (None, "")
+            conn.lost(code)
+            if time.monotonic() - up >= STABLE_AFTER:
+                conn.attempt = 0
+            delay = close_delay(code, reason, conn.attempt)
+            conn.attempt += 1
         await asyncio.sleep(delay)
 
 
