@@ -407,8 +407,10 @@ async def _one_burst(
     wrong = _check_quiet_board(judge, who, replies[final_sid][2], v_end)
     lags: list[float] = []
     late = 0
+    capture_late = 0.0  # how late the checker process got to a sample (its own CPU)
     for sid, at_s, v in sids:
-        _, _, shown, reached, _, _ = replies[sid]
+        _, _, shown, reached, capture, _ = replies[sid]
+        capture_late = max(capture_late, capture)
         lags.extend(float("inf") if r is None else r - at_s for r in reached)
         late += sum(1 for versions, *_ in shown if min(versions) < v)
     lags.sort()
@@ -431,6 +433,7 @@ async def _one_burst(
         "checker_lag_p95_s": q[94],
         "checker_lag_max_s": lags[-1],
         "checker_parts_behind_at_deadline": late,
+        "checker_capture_late_max_s": capture_late,
         "checker_wrong_after_burst": len(wrong),
         "checker_wrong_examples": wrong[:5],
     }
