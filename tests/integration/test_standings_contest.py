@@ -61,8 +61,8 @@ class Size:
 
 
 SIZES = {
-    # 3 x 30/s: 5.4x the issue's burst of 1,000 verdicts a minute, on a small board
-    "quick": Size(contestants=800, verdicts=1_500, watchers=80, samples=6, rate=30, clients=2),
+    # 3 x 20/s: 3.6x the issue's burst of 1,000 verdicts a minute, on a small board
+    "quick": Size(contestants=800, verdicts=1_200, watchers=80, samples=6, rate=20, clients=2),
     # 3 x 10/s = 1,800 verdicts a minute: 1.8x the issue's burst
     "full": Size(contestants=10_000, verdicts=16_000, watchers=300, samples=20, rate=10, clients=3),
 }
@@ -169,40 +169,30 @@ def _cmp(rows: list[dict[str, Any]] | None, rules: str) -> list[tuple[Any, ...]]
 # ------------------------------------------------------------------- the reference at any version
 
 
-class Reference:
-    """The board at any version, from the verdicts logged with the version each produced.
+def boards_at(
+    rules: str, logged: list[tuple[int, Verdict]], versions: set[int]
+) -> Iterator[tuple[int, list[dict[str, Any]]]]:
+    """Yield the board at each of ``versions`` (ascending), from the versioned verdict log.
 
     A verdict logged with version x (the version its record returned) is on the board from
     version x on: each change of the board is one version, and a verdict that changed nothing
-    is logged with the version current when it was recorded.
+    is logged with the version current when it was recorded. Each contestant's totals are
+    computed from scratch from its verdicts, then everyone is ranked.
     """
-
-    def __init__(self, rules: str, logged: list[tuple[int, Verdict]]) -> None:
-        self.rules = rules
-        self._logged = sorted(logged, key=lambda item: item[0])
-        self._cache: dict[int, list[dict[str, Any]]] = {}
-
-    def prepare(self, versions: set[int]) -> None:
-        """Build the boards of ``versions`` in one pass (per user from scratch, then ranked)."""
-        by_user: dict[str, dict[str, Verdict]] = defaultdict(dict)
-        totals: dict[str, tuple[int, int]] = {}
-        i = 0
-        for x in sorted(versions - self._cache.keys()):
-            touched: set[str] = set()
-            while i < len(self._logged) and self._logged[i][0] <= x:
-                v = self._logged[i][1]
-                by_user[v[1]][v[0]] = v
-                touched.add(v[1])
-                i += 1
-            for user in touched:
-                totals[user] = user_totals(self.rules, list(by_user[user].values()))
-            self._cache[x] = ranked_rows(self.rules, totals)
-
-    def at(self, version: int) -> list[dict[str, Any]]:
-        """Return the board at ``version`` (``prepare`` it first for many versions)."""
-        if version not in self._cache:
-            self.prepare({version})
-        return self._cache[version]
+    ordered = sorted(logged, key=lambda item: item[0])
+    by_user: dict[str, dict[str, Verdict]] = defaultdict(dict)
+    totals: dict[str, tuple[int, int]] = {}
+    i = 0
+    for x in sorted(versions):
+        touched: set[str] = set()
+        while i < len(ordered) and ordered[i][0] <= x:
+            v = ordered[i][1]
+            by_user[v[1]][v[0]] = v
+            touched.add(v[1])
+            i += 1
+        for user in touched:
+            totals[user] = user_totals(rules, list(by_user[user].values()))
+        yield x, ranked_rows(rules, totals)
 
 
 # ------------------------------------------------------------------- the run
@@ -229,15 +219,15 @@ class Sample:
     replies: dict[int, tuple[Any, ...]] = field(default_factory=dict)  # by watcher process
 
 
-def _check_sample(
-    sample: Sample,
-    ref: Reference,
-    who: list[list[tuple[str, int]]],
-    out: Outcome,
-    final: bool,
-) -> None:
-    """Every part a watcher shows equals the reference at the version it shows."""
-    rules = ref.rules
+Check = tuple[int, str, str, int, list[tuple[Any, ...]]]  # version, part, user, page, rows
+
+
+def _take_sample(
+    sample: Sample, who: list[list[tuple[str, int]]], out: Outcome, final: bool
+) -> list[Check]:
+    """Count the parts behind v(t) (or, at the end, not at the last version); return the
+    checks of what every watcher shows against the rules at the version it shows."""
+    checks: list[Check] = []
     for proc, reply in sorted(sample.replies.items()):
         _, _, shown, reached, late, died = reply
         assert died is None, f"watcher process {proc}: {died}"
@@ -251,18 +241,28 @@ def _check_sample(
                 out.shown += 1
                 if version < sample.v or (final and version != sample.v):
                     out.late.append(f"sample {sample.sid}: {me} {part} at v{version} < v{sample.v}")
-                if rows is None:
-                    continue  # no board yet (counted as late above)
-                board = ref.at(version)
-                if part == "own":
-                    want = [r for r in board if r["user"] == me]
-                elif part == "page":
-                    want = board[page_start : page_start + PAGE]
-                else:
-                    want = board[:TOP_N]
-                assert rows == _cmp(want, rules), (
-                    f"sample {sample.sid}: watcher {me} {part} at v{version} differs from the rules"
-                )
+                if rows is not None:  # None: no board yet (counted as late above)
+                    checks.append((version, part, me, page_start, rows))
+    return checks
+
+
+def _check_against_rules(
+    rules: str, logged: list[tuple[int, Verdict]], checks: list[Check]
+) -> None:
+    """Every part a watcher showed equals the rules' board at the version it showed."""
+    by_version: dict[int, list[Check]] = defaultdict(list)
+    for check in checks:
+        by_version[check[0]].append(check)
+    for x, board in boards_at(rules, logged, set(by_version)):
+        index = {r["user"]: r for r in board}
+        for _, part, me, page_start, rows in by_version[x]:
+            if part == "own":
+                want = [index[me]] if me in index else []
+            elif part == "page":
+                want = board[page_start : page_start + PAGE]
+            else:
+                want = board[:TOP_N]
+            assert rows == _cmp(want, rules), f"watcher {me}: {part} at v{x} differs from the rules"
 
 
 def _collect(conns: list[Any], samples: dict[int, Sample]) -> None:
@@ -362,19 +362,15 @@ def _run(
             for k in range(len(slices[i]))
             if versions[i][k] >= 0
         ]
-        ref = Reference(rules, logged)
-        wanted = {final}
-        for sample in samples.values():
-            for reply in sample.replies.values():
-                for versions_shown, *_ in reply[2]:
-                    wanted.update(x for x in versions_shown if x >= 0)
-        ref.prepare(wanted)
         # the versioned log rebuilds the same final board as the whole log
-        assert _cmp(ref.at(final), rules) == _cmp(reference_rows(rules, log), rules)
+        _, last = next(boards_at(rules, logged, {final}))
+        assert _cmp(last, rules) == _cmp(reference_rows(rules, log), rules)
+        checks: list[Check] = []
         for sid, sample in sorted(samples.items()):
             assert len(sample.replies) == len(clients), f"sample {sid}: missing replies"
-            _check_sample(sample, ref, who, out, final=sid == len(samples) - 1)
+            checks += _take_sample(sample, who, out, final=sid == len(samples) - 1)
             out.samples += 1
+        _check_against_rules(rules, logged, checks)
         asyncio.run(_late_joiner(url, rules, log, board, contest))
     finally:
         go.set()
