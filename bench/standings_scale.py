@@ -33,6 +33,7 @@ import asyncio
 import contextlib
 import json
 import multiprocessing
+import os
 import random
 import resource
 import statistics
@@ -75,6 +76,26 @@ def open_files_limit(pid: int) -> str:
         if line.startswith("Max open files"):
             return " ".join(line.split()[3:5])
     return "?"
+
+
+def waiting_ns(pids: list[int]) -> int:
+    """Return the time the threads of ``pids`` spent runnable but waiting for a CPU.
+
+    The second field of ``schedstat``: on a shared machine it tells a server that had no
+    work from one that had no core.
+    """
+    total = 0
+    for pid in pids:
+        try:
+            tasks = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for task in tasks:
+            try:
+                total += int(Path(f"/proc/{pid}/task/{task}/schedstat").read_text().split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+    return total
 
 
 # ------------------------------------------------------------------- light watchers
@@ -364,7 +385,8 @@ async def _one_burst(
     """One paced burst: per light watcher per window, server CPU and RSS, checker lags."""
     board, contest = judge.board, judge.contest
     _ask(pipes, ("reset",), 60)
-    before = procstat.sample(pids)
+    before, waited = procstat.sample(pids), waiting_ns(pids)
+    clients_cpu = [c[5] for c in _ask(pipes, ("collect",), 60)]
     began = time.monotonic()
     recorded0 = judge.count
     stop = threading.Event()
@@ -386,7 +408,10 @@ async def _one_burst(
     await asyncio.to_thread(thread.join)
     await asyncio.sleep(2 * WINDOW_S)  # the last window out
     wall = time.monotonic() - began
-    after = procstat.sample(pids)
+    after, waited = procstat.sample(pids), waiting_ns(pids) - waited
+    clients_cpu = [
+        c[5] - c0 for c, c0 in zip(_ask(pipes, ("collect",), 60), clients_cpu, strict=True)
+    ]
     recorded = judge.count - recorded0
     counts = _ask(pipes, ("reset",), 60)
     frames = {k: sum(c[1][k] for c in counts) for k in KINDS}
@@ -428,6 +453,9 @@ async def _one_burst(
         **{f"bytes_{k}": sizes[k] / n / windows for k in KINDS},
         "server_cpu": cpu_s / wall,
         "server_cpu_us_per_delivery": cpu_s / max(deliveries, 1) * 1e6,
+        "server_waiting_for_cpu": waited / 1e9 / wall,
+        "light_client_cpu": sum(clients_cpu) / wall,
+        "load_average_1m": os.getloadavg()[0],
         "server_rss_mb": max([*rss, after.rss_bytes]) / 2**20,
         "checker_lag_p50_s": q[49],
         "checker_lag_p95_s": q[94],
