@@ -94,7 +94,7 @@ async def _watch(url: str, w: Watcher, board: Leaderboard, contest: Contest) -> 
         # moves first: a read taken after this subscription misses none of them
         await ws.send(orjson.dumps({"op": "subscribe", "channel": moves}).decode())
         await ws.send(orjson.dumps({"op": "subscribe", "channel": boards}).decode())
-        subscribed = 0
+        replied: set[str] = set()
         async for text in ws:
             raw = text if isinstance(text, bytes) else text.encode()
             w.frames += 1
@@ -110,16 +110,18 @@ async def _watch(url: str, w: Watcher, board: Leaderboard, contest: Contest) -> 
                     if w.top is None or msg["data"]["v"] > w.top["v"]:
                         w.top = msg["data"]
                 elif op == "subscribed":
-                    subscribed += 1
-                    if subscribed > 2:  # unasked: the server resynced us, moves may be lost
+                    # unasked, not recovered: the server resynced us, moves may be lost (an
+                    # unasked recovered one only tells the epoch the first event started)
+                    if channel in replied and not msg.get("recovered"):
                         w.resyncs += 1
                         if channel == moves:
                             w.view.reset()
+                    replied.add(str(channel))
                     state = msg["state"]
                     newer = state and (w.top is None or state["data"]["v"] > w.top["v"])
                     if channel == boards and newer:
                         w.top = state["data"]
-            if subscribed == 2 and not w.ready.is_set():
+            if len(replied) == 2 and not w.ready.is_set():
                 w.ready.set()
             if w.ready.is_set():
                 w.view.stalled(time.monotonic())
