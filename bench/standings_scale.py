@@ -341,6 +341,8 @@ async def _bursts(
                 with contextlib.suppress(OSError):
                     pipe.send(("close",) if pipe is not check_pipe else ("stop",))
             for proc in [*procs, checker]:
+                if proc.pid is None:
+                    continue  # never started
                 proc.join(60)
                 if proc.is_alive():
                     proc.kill()
