@@ -25,7 +25,8 @@ serves the watchers from two processes sharing the port (SO_REUSEPORT, one node 
 presence counts aggregated across them), so that each holds about half. CPU and RSS are
 summed over the server's processes. The server's ``max_send_buffer`` is raised to 64 MiB
 (``REALTIME_MAX_SEND_BUFFER`` overrides): the checkers' process may read late on a shared
-machine, and must not be dropped as a slow consumer (one was, at the 1 MiB default).
+machine, and must not be dropped as a slow consumer (at the 1 MiB default a checker's
+connection was closed by the server in a run at load average 13: most likely that).
 """
 
 from __future__ import annotations
