@@ -257,12 +257,14 @@ async def _watching(url: str, channel: str) -> int:
 
 def _check_quiet_board(
     judge: Judge, who: list[tuple[str, int]], shown: list[tuple[Any, ...]], v: int
-) -> list[str]:
-    """Compare every checker's parts with the store's board (quiet: at version ``v``)."""
+) -> tuple[list[str], list[str]]:
+    """Compare every checker's parts with the store's board (quiet: at version ``v``);
+    return the parts not at ``v`` yet and those at ``v`` with other rows."""
     board, contest = judge.board, judge.contest
     top = board.snapshot(contest)
     assert top["v"] == v, f"the board moved after the burst: v{top['v']} != v{v}"
     want_top = standings_watchers.cmp_rows(top["top"], "icpc")
+    behind: list[str] = []
     wrong: list[str] = []
     for (me, start), (versions, own, page, top_rows) in zip(who, shown, strict=True):
         want_own = standings_watchers.cmp_rows(
@@ -275,9 +277,11 @@ def _check_quiet_board(
             ("page", page, want_page, versions[1]),
             ("top", top_rows, want_top, versions[2]),
         ):
-            if at != v or got != want:
-                wrong.append(f"{me} {part} at v{at} (board v{v})")
-    return wrong
+            if at != v:
+                behind.append(f"{me} {part} at v{at} (board v{v})")
+            elif got != want:
+                wrong.append(f"{me} {part} at v{at}: {got} != {want}")
+    return behind, wrong
 
 
 async def _bursts(
@@ -436,7 +440,7 @@ async def _one_burst(
         reply = check_pipe.recv()
         assert reply[0] == "sample", reply
         replies[reply[1]] = reply
-    wrong = _check_quiet_board(judge, who, replies[final_sid][2], v_end)
+    behind, wrong = _check_quiet_board(judge, who, replies[final_sid][2], v_end)
     lags: list[float] = []
     late = 0
     capture_late = 0.0  # how late the checker process got to a sample (its own CPU)
@@ -475,10 +479,11 @@ async def _one_burst(
         "checker_late": late,  # watcher samples not at v(t) by t + window + allowance
         "checker_samples": len(lags),
         "checker_capture_late_max_s": capture_late,
-        "checker_wrong_after_burst": len(wrong),
+        "checker_behind_after_burst": len(behind),  # parts not at the final version
+        "checker_wrong_after_burst": len(wrong),  # parts at it whose rows differ
         # a checker whose connection ended (reported, not fatal: its rows then count wrong)
         "checker_error": replies[final_sid][5] or "",
-        "checker_wrong_examples": wrong[:5],
+        "checker_wrong_examples": (wrong + behind)[:5],
     }
 
 
