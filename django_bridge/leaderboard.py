@@ -340,13 +340,20 @@ PublishFn = Callable[..., object]
 
 @dataclass(frozen=True, slots=True)
 class Recorded:
-    """What ``record_verdict`` did: ranks are 0 for a duplicate (nothing changed)."""
+    """What ``record_verdict`` did: ranks and versions are 0 for a duplicate (nothing changed).
+
+    ``public_v`` / ``jury_v``: the board's version once this verdict is in it (the version it
+    produced, or the current one when the row did not change), so that a log of verdicts
+    with their versions gives the board at any version.
+    """
 
     duplicate: bool
     public_changed: bool = False
     jury_changed: bool = False
     public_rank: int = 0
     jury_rank: int = 0
+    public_v: int = 0
+    jury_v: int = 0
 
 
 class LeaderboardConflict(RuntimeError):
@@ -576,6 +583,8 @@ class Leaderboard:
             jury_changed=bool(jury_changed),
             public_rank=int(pub_rank),
             jury_rank=int(jury_rank),
+            public_v=int(pub_v),
+            jury_v=int(jury_v),
         )
 
     def _emit(self, items: list[tuple[str, str, Any, bool, int | None]]) -> None:

@@ -69,9 +69,10 @@ end
 #       6 jury row, 7 public zscore, 8 public row ("" = not on the public board), 9 top n,
 #       10 user hash stem, 11 name ("" = keep)
 # Returns {0} on a version conflict, else {1, jury changed, public changed, jury rank,
-# public rank, jury v, public v, unfrozen, old public position (-1: none), old public zscore
-# ("": none), new public position, public board size (the last four only when the public
-# row changed), [n, member, score, row ...] for each changed view (jury first)}
+# public rank, jury v, public v (each view's version after this record, changed or not),
+# unfrozen, old public position (-1: none), old public zscore ("": none), new public
+# position, public board size (the last four only when the public row changed),
+# [n, member, score, row ...] for each changed view (jury first)}
 RECORD_SCRIPT = (
     _TOP_FN
     + """
@@ -101,7 +102,9 @@ if pub_changed then
   new_pos = redis.call("ZRANK", KEYS[3], ARGV[2])
   size = redis.call("ZCARD", KEYS[3])
 end
-local jv, pv = 0, 0
+-- an unchanged view still reports its version: the record is part of the board from there on
+local jv = tonumber(redis.call("HGET", KEYS[4], "v:jury") or "0")
+local pv = tonumber(redis.call("HGET", KEYS[4], "v:public") or "0")
 if jury_changed then jv = redis.call("HINCRBY", KEYS[4], "v:jury", 1) end
 if pub_changed then pv = redis.call("HINCRBY", KEYS[4], "v:public", 1) end
 local out = {1, jury_changed and 1 or 0, pub_changed and 1 or 0,

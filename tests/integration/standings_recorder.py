@@ -2,9 +2,10 @@
 
 Runs in a child process (multiprocessing, spawn): configures Django with the bridge pointed
 at the test's Redis and prefix, then records its share of the verdict log through
-``Leaderboard.record_verdict`` (which publishes with ``django_bridge.publish``). It stops
-between two verdicts while ``go`` is clear, so that the test can check every watcher
-against a reference at a quiet moment.
+``Leaderboard.record_verdict`` (which publishes with ``django_bridge.publish``), starting
+when ``go`` is set and never pausing. Each verdict's public board version (what the record
+returned; -1 for a duplicate, which changed nothing) goes to ``versions``: the test rebuilds
+the reference board at any version from that log.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ def run(
     verdicts: list[tuple[str, str, str, Any, float]],
     go: Any,
     done: Any,
-    paused: Any,
+    versions: Any,
     elapsed: Any,
     rate: float = 0.0,
 ) -> None:
@@ -44,19 +45,16 @@ def run(
 
     board = Leaderboard(redis.Redis.from_url(redis_url), prefix=prefix + "lb:")
     spec = Contest(**contest)
+    go.wait()
     busy = 0.0
     due = time.monotonic()
     for submission, user, problem, result, at in verdicts:
         if rate > 0:
             due = max(due + 1 / rate, time.monotonic() - 1.0)
             time.sleep(max(0.0, due - time.monotonic()))
-        while not go.is_set():
-            paused[index] = 1
-            go.wait(0.05)
-        paused[index] = 0
         began = time.perf_counter()
-        board.record_verdict(spec, user, problem, result, at, submission=submission)
+        recorded = board.record_verdict(spec, user, problem, result, at, submission=submission)
         busy += time.perf_counter() - began
+        versions[done[index]] = -1 if recorded.duplicate else recorded.public_v
         done[index] += 1
     elapsed[index] = busy
-    paused[index] = 1

@@ -131,6 +131,20 @@ def test_freeze_stops_public_board_while_jury_stays_live(board: Leaderboard, sen
     assert public is not None and public["solved"] == 1
 
 
+def test_record_returns_the_board_versions_changed_or_not(board: Leaderboard) -> None:
+    """Each record reports the versions its verdict is in: new ones, or the current ones."""
+    contest = Contest(id="c1", start=0, freeze_at=60 * MIN)
+    first = board.record_verdict(contest, "u1", "A", "AC", 10 * MIN)
+    second = board.record_verdict(contest, "u2", "A", "WA", 11 * MIN)
+    frozen = board.record_verdict(contest, "u1", "B", "AC", 70 * MIN)  # jury only
+    again = board.record_verdict(contest, "u1", "B", "AC", 70 * MIN)  # a duplicate
+    assert (first.public_v, first.jury_v) == (1, 1)
+    assert (second.public_v, second.jury_v) == (2, 2)
+    assert (frozen.public_changed, frozen.public_v, frozen.jury_v) == (False, 2, 3)
+    assert again.duplicate and (again.public_v, again.jury_v) == (0, 0)
+    assert board.snapshot(contest)["v"] == 2
+
+
 def test_contestant_first_seen_after_freeze_stays_off_public_board(
     board: Leaderboard, sent: Sent
 ) -> None:
