@@ -677,6 +677,11 @@ def main(argv: list[str] | None = None) -> int:
         # churn burst (ip_channel_churn_burst, 2,000) even when the bucket is half full
         args.source_ips = max(1, min(250, math.ceil(args.connections / 500)))
     raise_nofile()
+
+    def interrupted(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt  # SIGTERM too: the cleanup stops what we started, by PID
+
+    signal.signal(signal.SIGTERM, interrupted)
     rows = asyncio.run(amain(args))
     print(table(rows))
     failed = [r for r in rows if not r.get("ok")]
