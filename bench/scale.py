@@ -141,7 +141,7 @@ def private_redis() -> Iterator[tuple[str, int]]:
         wait_listening(port, proc, 10)
         yield f"redis://127.0.0.1:{port}/0", proc.pid
     finally:
-        stop(proc)  # type: ignore[arg-type]
+        stop(proc)
         shutil.rmtree(folder, ignore_errors=True)
 
 
