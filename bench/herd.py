@@ -46,7 +46,7 @@ import redis
 
 from bench import procstat
 from bench.herd_client import HerdClientConfig, raise_nofile, worker_main
-from bench.loadgen import Peer
+from bench.loadgen import Peer, close_peers
 
 ROOT = Path(__file__).resolve().parent.parent
 API_KEY = "herd-bench-api-key"
@@ -426,18 +426,7 @@ class Clients:
         return out
 
     async def close(self) -> None:
-        for peer in self.peers:
-            if peer.proc.is_alive():
-                with contextlib.suppress(OSError):
-                    peer.pipe.send(("close",))
-        for peer in self.peers:
-            with contextlib.suppress(TimeoutError, RuntimeError):
-                await peer.expect("closed", 30)
-            peer.proc.join(5)
-            if peer.proc.is_alive():
-                peer.proc.terminate()
-                peer.proc.join(5)
-            peer.pipe.close()
+        await close_peers(self.peers)
 
 
 async def _wait_for(what: str, clients: Clients, done: Any, timeout: float) -> dict[str, Any]:

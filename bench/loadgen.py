@@ -86,6 +86,22 @@ class Peer:
                 raise RuntimeError("a client process died")
 
 
+async def close_peers(peers: list[Peer]) -> None:
+    """Ask every client process to close its connections, then stop it (by its PID)."""
+    for peer in peers:
+        if peer.proc.is_alive():
+            with contextlib.suppress(OSError):
+                peer.pipe.send(("close",))
+    for peer in peers:
+        with contextlib.suppress(TimeoutError, RuntimeError):
+            await peer.expect("closed", 30)
+        peer.proc.join(5)
+        if peer.proc.is_alive():
+            peer.proc.terminate()
+            peer.proc.join(5)
+        peer.pipe.close()
+
+
 class LoadGenerator:
     """Client processes holding the connections; runs measured rounds over them."""
 
@@ -246,17 +262,7 @@ class LoadGenerator:
 
     async def close(self) -> None:
         """Disconnect every connection and stop the client processes."""
-        for peer in self.peers:
-            if peer.proc.is_alive():
-                peer.pipe.send(("close",))
-        for peer in self.peers:
-            with contextlib.suppress(TimeoutError, RuntimeError):
-                await peer.expect("closed", 30)
-            peer.proc.join(5)
-            if peer.proc.is_alive():
-                peer.proc.terminate()
-                peer.proc.join(5)
-            peer.pipe.close()
+        await close_peers(self.peers)
         self.peers = []
 
 
