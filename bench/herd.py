@@ -175,14 +175,18 @@ class Accepted:
 
 
 class Publisher:
-    """1 event a second per channel through POST /api/publish, retried until accepted.
+    """An event every ``interval`` seconds per channel through POST /api/publish, retried
+    until accepted.
 
     An event keeps its ``id`` over retries, so a retry of an event the store took before a
     failure answers ``duplicate`` with the stored offset instead of storing it twice.
     """
 
-    def __init__(self, port: int, channels: tuple[str, ...], run_id: str) -> None:
+    def __init__(
+        self, port: int, channels: tuple[str, ...], run_id: str, interval: float = 1.0
+    ) -> None:
         self.url = f"http://127.0.0.1:{port}/api/publish"
+        self.interval = interval
         self.channels = channels
         self.run_id = run_id
         self.log: list[Accepted] = []
@@ -209,7 +213,7 @@ class Publisher:
                             "data": {"i": self.seq},
                             "id": f"{self.run_id}-{self.seq}",
                         }
-                next_tick = max(next_tick + 1.0, now)
+                next_tick = max(next_tick + self.interval, now)
             if self.pending:
                 await asyncio.to_thread(self.send, list(self.pending.values()))
             wait = 0.25 if self.pending else next_tick - time.monotonic()
@@ -463,7 +467,9 @@ async def run_scenario(scenario: str, run: int, args: argparse.Namespace) -> dic
         server.start()
         sampler = Sampler(server, store.port)
         sampler.start()
-        publisher = Publisher(server.port, channels, f"herd{os.getpid()}-{scenario}-{run}")
+        publisher = Publisher(
+            server.port, channels, f"herd{os.getpid()}-{scenario}-{run}", args.interval
+        )
         publisher.start()
         clients = Clients(server.url, channels, args)
         t_open = time.monotonic()
@@ -626,6 +632,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--channels", type=int, default=4, help="contest:herd0..; 0 is the hot one")
     p.add_argument("--per-connection", type=int, default=2, help="channels per connection")
     p.add_argument("--workers", type=int, default=2, help="server worker processes")
+    p.add_argument(
+        "--interval", type=float, default=1.0, help="seconds between events on each channel"
+    )
     p.add_argument("--history-size", type=int, default=1000, help="REALTIME_HISTORY_SIZE")
     p.add_argument("--steady", type=float, default=10.0, help="seconds before and after")
     p.add_argument("--timeout", type=float, default=300.0, help="bound of each phase")
