@@ -47,7 +47,9 @@ def test_scale_run_small(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
         assert row["subscribed"] == 300 and row["lost"] == 0
         assert row["server_processes"] == 2 and row["client_processes"] == 2
         assert row["one_to_all_s"] > 0 and row["p50_ms"] > 0
-        assert row["pss_per_conn_kb"] > row["pss_growth_per_conn_kb"] > 0
+        # at 300 connections the growth is within the noise of shared pages (it can be
+        # negative); the whole server's memory per connection is not
+        assert row["pss_per_conn_kb"] > max(0.0, row["pss_growth_per_conn_kb"])
     assert rows["private"]["subscribed"] == 300 and rows["private"]["redis_per_conn_b"] > 0
     monkeypatch.setattr(scale, "DOC", doc_path)
     monkeypatch.setattr(scale, "PLOT", tmp_path / "scale.png")
