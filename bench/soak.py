@@ -108,6 +108,7 @@ class Soak:
         self.publish_errors = 0
         self.refused = 0
         self.stopping = False
+        self.publishing = True
         self.timeline: list[dict[str, Any]] = []
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = Path(tempfile.mkdtemp(prefix="soak-")) / "server.log"
@@ -223,7 +224,7 @@ class Soak:
         interval = 1.0 / self.o.rate
         n = 0
         next_at = loop.time()
-        while not self.stopping:
+        while self.publishing and not self.stopping:
             channel = self.channels[n % len(self.channels)]
             n += 1
             envelope = {"channel": channel, "type": "soak", "data": {"n": n}}
@@ -269,8 +270,10 @@ class Soak:
         while time.monotonic() < end_at:
             await asyncio.sleep(min(10.0, max(0.0, end_at - time.monotonic())))
             await self.sample("running")
-        for task in background:
-            task.cancel()
+        # the publisher is stopped, not cancelled: a cancelled publish still reaches the
+        # server from its thread, and its offset would be missing from `last`
+        self.publishing = False
+        background[1].cancel()
         await asyncio.gather(*background, return_exceptions=True)
         caught_up = await self._settle()
         end = await self.sample("end")

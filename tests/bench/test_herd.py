@@ -34,6 +34,7 @@ def rows(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     yield {"exit": proc.returncode, "stdout": proc.stdout, "stderr": proc.stderr, **found}
 
 
+@pytest.mark.slow  # ~20 s: the suite's 15-minute budget; `scripts/test -m slow` runs it
 @pytest.mark.parametrize("scenario", ["server", "redis"])
 def test_every_client_comes_back_without_a_loss(rows: dict[str, Any], scenario: str) -> None:
     """Every connection recovers after the restart and the checker finds no violation."""
@@ -47,6 +48,7 @@ def test_every_client_comes_back_without_a_loss(rows: dict[str, Any], scenario: 
         assert row["reconnects"] >= CONNECTIONS  # SIGTERM closed every connection (1012)
 
 
+@pytest.mark.slow
 def test_the_command_exits_zero_and_prints_the_table(rows: dict[str, Any]) -> None:
     assert rows["exit"] == 0, rows["stderr"]
     assert "all recovered s" in rows["stdout"]

@@ -25,6 +25,7 @@ def test_source_addresses_spread_over_the_loopback_network() -> None:
     assert len({source_address(i, 1000) for i in range(5000)}) == 1000
 
 
+@pytest.mark.slow  # ~20 s: the suite's 15-minute budget; `scripts/test -m slow` runs it
 def test_scale_run_small(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     if shutil.which("redis-server") is None:  # the benchmark starts a Redis of its own
         if os.environ.get("CI") == "true":
